@@ -1,0 +1,125 @@
+"""The model artifact: what the training job writes to ``/opt/ml/model`` and the server loads.
+
+Two files, nothing pickled:
+
+- ``model.pt``: the model's state dict (tensors only, loaded with ``weights_only=True``);
+- ``model.json``: :class:`ModelSpec`, all a server needs (classes, image size, normalisation,
+  architecture) plus the job's final metrics and hyperparameters for provenance.
+
+``load_artifact`` also accepts a ``model.tar.gz`` (as SageMaker stores it in S3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dogbreed.model import ARCHITECTURE, WeightsError, build_model, load_state_dict_file
+
+WEIGHTS_FILE = "model.pt"
+SPEC_FILE = "model.json"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """A model directory or tarball is missing files or holds inconsistent ones."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the model and preprocess its inputs."""
+
+    class_names: list[str]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    architecture: str = ARCHITECTURE
+    metrics: dict[str, float] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = SPEC_FILE) -> ModelSpec:
+        try:
+            raw = json.loads(text)
+            spec = cls(**raw)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ArtifactError(f"{source} is not a valid model spec: {exc}") from exc
+        if spec.architecture != ARCHITECTURE:
+            raise ArtifactError(f"{source}: architecture {spec.architecture!r} is not {ARCHITECTURE}")
+        if spec.format_version > FORMAT_VERSION:
+            raise ArtifactError(f"{source}: format_version {spec.format_version} is newer than this code")
+        if not spec.class_names or len(spec.mean) != 3 or len(spec.std) != 3:
+            raise ArtifactError(f"{source}: needs class_names and 3-channel mean/std")
+        return spec
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_artifact(model_dir: Path, model: nn.Module, spec: ModelSpec) -> None:
+    """Write ``model.pt`` and ``model.json`` atomically (weights first, spec last)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(model_dir / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    text = json.dumps(asdict(spec), indent=2, sort_keys=True)
+    _atomic_write(model_dir / SPEC_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def _extract_tarball(tarball: Path) -> Path:
+    target = Path(tempfile.mkdtemp(prefix="dogbreed-model-"))
+    try:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(target, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"cannot extract {tarball}: {exc}") from exc
+    return target
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """A directory holding the artifact; a ``.tar.gz`` (or a dir holding only one) is extracted."""
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        return _extract_tarball(path)
+    if path.is_dir() and not (path / SPEC_FILE).exists() and (path / "model.tar.gz").exists():
+        return _extract_tarball(path / "model.tar.gz")
+    return path
+
+
+def load_spec(model_dir: Path) -> ModelSpec:
+    spec_path = model_dir / SPEC_FILE
+    if not spec_path.is_file():
+        raise ArtifactError(f"no {SPEC_FILE} in {model_dir}: is this a dogbreed model directory?")
+    return ModelSpec.from_json(spec_path.read_text(), source=str(spec_path))
+
+
+def load_artifact(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the trained model in eval mode from a model directory or ``model.tar.gz``."""
+    model_dir = resolve_model_dir(Path(path))
+    spec = load_spec(model_dir)
+    try:
+        state = load_state_dict_file(model_dir / WEIGHTS_FILE)
+        model = build_model(spec.num_classes)
+        model.load_state_dict(state)
+    except (WeightsError, RuntimeError) as exc:
+        raise ArtifactError(f"{model_dir / WEIGHTS_FILE} does not match {SPEC_FILE}: {exc}") from exc
+    return model.to(device).eval(), spec

@@ -1,0 +1,80 @@
+"""ResNet18 with a new classification head, and where its ImageNet weights come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+ARCHITECTURE = "resnet18"
+#: Residual stages from input to output; ``trainable=<stage>`` trains that stage and all after it.
+STAGES: tuple[str, ...] = ("all", "layer1", "layer2", "layer3", "layer4", "head")
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable or does not fit ResNet18."""
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision keeps the ImageNet ResNet18 weights in the torch hub cache."""
+    filename = Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Load a state dict with ``weights_only=True``; unwrap ``{"model": ...}``/``{"state_dict": ...}``."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise WeightsError(f"weights file not found: {path}") from exc
+    except Exception as exc:  # pickle errors, zip errors, disallowed globals...
+        raise WeightsError(
+            f"cannot load {path} as a torch state dict with weights_only=True: {exc}"
+        ) from exc
+    for key in ("model", "state_dict"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
+    return loaded
+
+
+def build_model(num_classes: int, backbone: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """ResNet18 whose backbone takes ``backbone`` weights (any ``fc.*`` ignored) and a fresh head."""
+    model = resnet18(weights=None)
+    if backbone is not None:
+        body = {k: v for k, v in backbone.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(body, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise WeightsError(
+                "backbone weights do not fit ResNet18: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def set_trainable(model: nn.Module, trainable: str) -> None:
+    """Freeze everything before stage ``trainable`` (one of :data:`STAGES`); the head always trains."""
+    if trainable not in STAGES:
+        raise ValueError(f"trainable must be one of {', '.join(STAGES)}; got {trainable!r}")
+    first = STAGES.index(trainable)
+    trained_prefixes = ("fc.",) + tuple(f"{stage}." for stage in STAGES[max(first, 1) : -1])
+    for name, param in model.named_parameters():
+        param.requires_grad = trainable == "all" or name.startswith(trained_prefixes)
+
+
+def backbone_frozen_bn(model: nn.Module, trainable: str) -> list[nn.Module]:
+    """BatchNorm layers inside frozen stages: keep them in eval mode so their statistics hold."""
+    if trainable == "all":
+        return []
+    frozen = {n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad}
+    return [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and name.split(".")[0] in frozen
+    ]

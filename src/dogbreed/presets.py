@@ -1,0 +1,71 @@
+"""Image transforms: the one place that defines how pixels become tensors.
+
+The training job uses :func:`train_transform` and :func:`eval_transform`; the model server
+imports :func:`eval_transform` from here, so serving preprocesses exactly as validation did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Eval resizes the short side to ``image_size / CROP_RATIO`` then centre-crops (224 -> 256 -> 224).
+CROP_RATIO = 0.875
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any mode (L, P, CMYK, RGBA, I;16 ...) to RGB.
+
+    Transparent pixels are composited on white rather than left as whatever colour they hide.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16/32-bit greyscale: scale to 8 bits before converting.
+        image = image.point(lambda v: v / 256).convert("L")
+    return image.convert("RGB")
+
+
+def _normalize(mean: Sequence[float], std: Sequence[float]) -> list[T.Transform]:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))]
+
+
+def eval_transform(
+    image_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> T.Compose:
+    """Resize the short side, centre-crop ``image_size``, normalise. Input: an RGB PIL image."""
+    resize = max(image_size, round(image_size / CROP_RATIO))
+    return T.Compose(
+        [T.Resize(resize, antialias=True), T.CenterCrop(image_size), *_normalize(mean, std)]
+    )
+
+
+def train_transform(
+    image_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> T.Compose:
+    """Random resized crop, horizontal flip, light colour jitter, normalise."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size, scale=(0.25, 1.0), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            *_normalize(mean, std),
+        ]
+    )
