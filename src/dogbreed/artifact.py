@@ -58,9 +58,13 @@ class ModelSpec:
         except (json.JSONDecodeError, TypeError) as exc:
             raise ArtifactError(f"{source} is not a valid model spec: {exc}") from exc
         if spec.architecture != ARCHITECTURE:
-            raise ArtifactError(f"{source}: architecture {spec.architecture!r} is not {ARCHITECTURE}")
+            raise ArtifactError(
+                f"{source}: architecture {spec.architecture!r} is not {ARCHITECTURE}"
+            )
         if spec.format_version > FORMAT_VERSION:
-            raise ArtifactError(f"{source}: format_version {spec.format_version} is newer than this code")
+            raise ArtifactError(
+                f"{source}: format_version {spec.format_version} is newer than this code"
+            )
         if not spec.class_names or len(spec.mean) != 3 or len(spec.std) != 3:
             raise ArtifactError(f"{source}: needs class_names and 3-channel mean/std")
         return spec
@@ -121,5 +125,7 @@ def load_artifact(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
         model = build_model(spec.num_classes)
         model.load_state_dict(state)
     except (WeightsError, RuntimeError) as exc:
-        raise ArtifactError(f"{model_dir / WEIGHTS_FILE} does not match {SPEC_FILE}: {exc}") from exc
+        raise ArtifactError(
+            f"{model_dir / WEIGHTS_FILE} does not match {SPEC_FILE}: {exc}"
+        ) from exc
     return model.to(device).eval(), spec

@@ -36,7 +36,9 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     for key in ("model", "state_dict"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
         raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
     return loaded
 

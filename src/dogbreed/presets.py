@@ -39,6 +39,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def decode_rgb(image: Image.Image, min_side: int) -> Image.Image:
+    """Decode an opened image to RGB; JPEGs at the smallest DCT scale keeping both sides >= min_side.
+
+    The reduced-scale decode (PIL ``draft``) is exact JPEG downscaling and makes large photos
+    several times cheaper to decode; it never goes below what the transform will crop.
+    """
+    if image.format == "JPEG":
+        image.draft("RGB", (min_side, min_side))
+    return to_rgb(image)
+
+
+def eval_resize_size(image_size: int) -> int:
+    """Short side the eval transform resizes to before its centre crop."""
+    return max(image_size, round(image_size / CROP_RATIO))
+
+
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> list[T.Transform]:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))]
 
@@ -49,9 +65,12 @@ def eval_transform(
     std: Sequence[float] = IMAGENET_STD,
 ) -> T.Compose:
     """Resize the short side, centre-crop ``image_size``, normalise. Input: an RGB PIL image."""
-    resize = max(image_size, round(image_size / CROP_RATIO))
     return T.Compose(
-        [T.Resize(resize, antialias=True), T.CenterCrop(image_size), *_normalize(mean, std)]
+        [
+            T.Resize(eval_resize_size(image_size), antialias=True),
+            T.CenterCrop(image_size),
+            *_normalize(mean, std),
+        ]
     )
 
 

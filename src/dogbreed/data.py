@@ -1,0 +1,206 @@
+"""Channels -> ImageFolder splits -> datasets and loaders, with bad-file handling.
+
+Layouts accepted (SageMaker channels under ``input/data/``):
+
+- channels ``train``, ``valid`` (or ``validation``) and ``test``, each an ImageFolder tree;
+- one ``training`` channel holding ``train/ valid/ test/`` (the dogImages archive layout).
+
+Class folders named like ``001.Affenpinscher`` give the label ``Affenpinscher``; the class list
+must agree across splits. Unreadable files are skipped and counted; too many, or a missing or
+empty split, raise :class:`DataError` with what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dogbreed.presets import decode_rgb
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_NUMBER_PREFIX = re.compile(r"^\d+[._-]")
+
+
+class DataError(ValueError):
+    """The input data does not have the expected shape."""
+
+
+def class_label(folder_name: str) -> str:
+    """``001.Affenpinscher`` -> ``Affenpinscher``; other names are kept as they are."""
+    return _NUMBER_PREFIX.sub("", folder_name) or folder_name
+
+
+def find_split_dirs(channels: Mapping[str, Path]) -> dict[str, Path]:
+    """Map each split to its folder from the job's channels (see module docstring)."""
+    roots: list[Path] = []
+    if "training" in channels:
+        roots.append(channels["training"])
+    found: dict[str, Path] = {}
+    for split, aliases in SPLIT_ALIASES.items():
+        for alias in aliases:
+            if alias in channels:
+                found[split] = channels[alias]
+                break
+            candidates = [root / alias for root in roots if (root / alias).is_dir()]
+            if candidates:
+                found[split] = candidates[0]
+                break
+    missing = [s for s in SPLITS if s not in found]
+    if missing:
+        raise DataError(
+            f"missing split(s) {', '.join(missing)}: expected channels train, valid (or validation)"
+            f" and test, or one 'training' channel holding train/ valid/ test/; found channels "
+            f"{sorted(channels) or 'none'}"
+            + (f" and in 'training': {sorted(p.name for p in roots[0].iterdir())}" if roots else "")
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's readable files, with the bad ones counted."""
+
+    name: str
+    root: Path
+    class_folders: list[str]
+    samples: list[tuple[Path, int]]
+    bad_files: list[tuple[Path, str]]
+
+
+def _check_image(path: Path) -> str | None:
+    """None when ``path`` opens as an image; else the reason it does not."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # PIL raises many types for bad files
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def scan_split(name: str, root: Path) -> Split:
+    """List class folders and check every file; raise when the split is empty."""
+    class_folders = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    if not class_folders:
+        raise DataError(
+            f"split '{name}' at {root} has no class folders (expected e.g. 001.Affenpinscher/)"
+        )
+    samples: list[tuple[Path, int]] = []
+    bad: list[tuple[Path, str]] = []
+    for index, folder in enumerate(class_folders):
+        for path in sorted((root / folder).rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            reason = _check_image(path)
+            if reason is None and path.suffix.lower() not in IMAGE_SUFFIXES:
+                reason = f"unsupported file type {path.suffix or '(none)'}"
+            if reason is None:
+                samples.append((path, index))
+            else:
+                bad.append((path, reason))
+    if not samples:
+        raise DataError(
+            f"split '{name}' at {root} has no readable images in {len(class_folders)} class folders"
+            f" ({len(bad)} unreadable files)"
+        )
+    return Split(name, root, class_folders, samples, bad)
+
+
+def check_classes(splits: Sequence[Split]) -> list[str]:
+    """The class labels, identical across splits; else a DataError naming the differences."""
+    reference = splits[0]
+    for split in splits[1:]:
+        if split.class_folders != reference.class_folders:
+            only_ref = sorted(set(reference.class_folders) - set(split.class_folders))
+            only_this = sorted(set(split.class_folders) - set(reference.class_folders))
+            raise DataError(
+                f"class folders differ between '{reference.name}' and '{split.name}': "
+                f"only in {reference.name}: {only_ref or 'none'}; only in {split.name}: "
+                f"{only_this or 'none'}"
+                + ("" if only_ref or only_this else " (same names, different order)")
+            )
+    return [class_label(f) for f in reference.class_folders]
+
+
+def check_bad_fraction(splits: Sequence[Split], max_bad_fraction: float) -> None:
+    """Log skipped files per split; raise when a split's bad fraction exceeds the limit."""
+    for split in splits:
+        total = len(split.samples) + len(split.bad_files)
+        if not split.bad_files:
+            continue
+        log.warning(
+            "split %s: skipping %d of %d files that are not readable images",
+            split.name,
+            len(split.bad_files),
+            total,
+        )
+        for path, reason in split.bad_files[:10]:
+            log.warning("  skipped %s (%s)", path, reason)
+        fraction = len(split.bad_files) / total
+        if fraction > max_bad_fraction:
+            raise DataError(
+                f"split '{split.name}': {len(split.bad_files)} of {total} files"
+                f" ({fraction:.1%}) are not readable images, above max-bad-fraction"
+                f" {max_bad_fraction:.1%}; first: {split.bad_files[0][0]} ({split.bad_files[0][1]})"
+            )
+
+
+class ImageDataset(Dataset):
+    """(path, label) samples decoded with PIL and transformed.
+
+    JPEGs are decoded at the smallest DCT scale that keeps both sides >= ``decode_size``.
+
+    With ``seed`` set, each item's augmentation draws from a generator seeded by
+    (seed, epoch, index), so an epoch's batches are the same whatever the worker count and
+    wherever a resumed run starts. A file that fails to decode yields ``None`` (dropped by
+    :func:`collate_skipping_bad`) and a warning, never a crash.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, int]],
+        transform: Callable[[Image.Image], torch.Tensor],
+        decode_size: int,
+        seed: int | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.decode_size = decode_size
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                rgb = decode_rgb(image, self.decode_size)
+        except Exception as exc:
+            log.warning("skipping unreadable image %s: %s", path, exc)
+            return None
+        if self.seed is not None:
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        return self.transform(rgb), label
+
+
+def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Stack (image, label) pairs, dropping items that failed to decode."""
+    good = [item for item in batch if item is not None]
+    if not good:
+        return None
+    images, labels = zip(*good, strict=True)
+    return torch.stack(images), torch.tensor(labels)

@@ -1,0 +1,425 @@
+"""The training job: hyperparameters -> data -> fine-tune loop -> artifacts.
+
+Run by the sagemaker-training toolkit through :mod:`dogbreed.toolkit_entry` as
+``python -m dogbreed.train --lr 0.01 --batch-size 64 ...`` (or under torchrun for DDP).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from dogbreed import metrics
+from dogbreed.artifact import ModelSpec, save_artifact
+from dogbreed.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from dogbreed.data import (
+    DataError,
+    ImageDataset,
+    Split,
+    check_bad_fraction,
+    check_classes,
+    collate_skipping_bad,
+    find_split_dirs,
+    scan_split,
+)
+from dogbreed.debugger import DebuggerHook, create_hook
+from dogbreed.distributed import World, init_world, shutdown
+from dogbreed.engine import EpochTotals, Precision, StopRequested, evaluate, train_one_epoch
+from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
+from dogbreed.job_paths import JobPaths
+from dogbreed.model import (
+    WeightsError,
+    backbone_frozen_bn,
+    build_model,
+    imagenet_weights_path,
+    load_state_dict_file,
+    set_trainable,
+)
+from dogbreed.optim import build_optimizer, build_scheduler
+from dogbreed.plots import plot_training_curves
+from dogbreed.presets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_resize_size,
+    eval_transform,
+    train_transform,
+)
+from dogbreed.sampling import EpochBatchSampler
+
+log = logging.getLogger("dogbreed.train")
+
+#: Exit code after a SIGTERM that was honoured with a checkpoint (128 + SIGTERM).
+EXIT_STOPPED = 128 + signal.SIGTERM
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class StopFlag:
+    """Set by SIGTERM; training checks it between steps."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        log.warning("received SIGTERM: stopping after the current step")
+        self.raised = True
+
+    def __call__(self) -> bool:
+        return self.raised
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_backbone(hp: Hyperparameters, paths: JobPaths) -> dict[str, torch.Tensor] | None:
+    """ImageNet weights: the ``pretrained`` channel, a given path, the hub cache, or none."""
+    if hp.pretrained == "false":
+        log.info("pretrained=false: training from random initialisation")
+        return None
+    channel = paths.channels.get("pretrained")
+    if hp.pretrained != "true":
+        given = Path(hp.pretrained)
+        candidates = [given] if given.is_absolute() or channel is None else [channel / given, given]
+        path = next((p for p in candidates if p.exists()), candidates[0])
+    elif channel is not None:
+        files = sorted(p for p in channel.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+        if len(files) != 1:
+            raise WeightsError(
+                f"the 'pretrained' channel ({channel}) must hold exactly one weights file"
+                f" ({', '.join(WEIGHT_SUFFIXES)}); found {[p.name for p in files] or 'none'}"
+            )
+        path = files[0]
+    else:
+        path = imagenet_weights_path()
+        if not path.is_file():
+            raise WeightsError(
+                f"pretrained=true but the ImageNet ResNet18 weights are not in the torch hub cache"
+                f" ({path}); build the image with the weights baked in, give a 'pretrained'"
+                " channel holding a state-dict file, or set pretrained=false"
+            )
+    log.info("loading backbone weights from %s", path)
+    return load_state_dict_file(path)
+
+
+def load_splits(hp: Hyperparameters, paths: JobPaths) -> tuple[dict[str, Split], list[str]]:
+    splits = {
+        name: scan_split(name, root) for name, root in find_split_dirs(paths.channels).items()
+    }
+    classes = check_classes(list(splits.values()))
+    check_bad_fraction(list(splits.values()), hp.max_bad_fraction)
+    if len(classes) < 2:
+        raise DataError(f"need at least 2 classes to train a classifier; found {classes}")
+    sizes = ", ".join(f"{n} {len(s.samples)}" for n, s in splits.items())
+    log.info("data: %d classes; images per split: %s", len(classes), sizes)
+    return splits, classes
+
+
+def default_workers(world: World) -> int:
+    """Loader processes per rank: the cores this rank can spare, at least one."""
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    per_rank = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, min(8, per_rank - 1)) if per_rank > 1 else 1
+
+
+def make_loader(
+    dataset: ImageDataset, batch_sampler: object, hp: Hyperparameters, world: World
+) -> DataLoader:
+    workers = default_workers(world) if hp.workers < 0 else hp.workers
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        num_workers=workers,
+        collate_fn=collate_skipping_bad,
+        pin_memory=world.device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+
+
+def eval_loader(split: Split, hp: Hyperparameters, world: World) -> DataLoader:
+    """This rank's interleaved shard of a split, in order, with no padding."""
+    shard = split.samples[world.rank :: world.size]
+    dataset = ImageDataset(shard, eval_transform(hp.image_size), eval_resize_size(hp.image_size))
+    batches = [
+        list(range(i, min(i + hp.batch_size, len(shard))))
+        for i in range(0, len(shard), hp.batch_size)
+    ]
+    return make_loader(dataset, batches, hp, world)
+
+
+def weights_digest(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def write_history(history: Sequence[dict[str, float]], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(list(history), indent=2) + "\n")
+    with open(out_dir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    plot_training_curves(history, out_dir / "training_curves.png")
+
+
+def write_failure(paths: JobPaths, message: str) -> None:
+    """``output/failure``: SageMaker shows its first 1024 characters as the FailureReason."""
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = paths.failure_file.with_suffix(".tmp")
+    tmp.write_text(message.strip() + "\n")
+    os.replace(tmp, paths.failure_file)
+
+
+class Trainer:
+    """Holds the job's parts; :meth:`fit` runs the epochs, :meth:`finish` writes the results."""
+
+    def __init__(self, hp: Hyperparameters, paths: JobPaths, world: World) -> None:
+        self.hp, self.paths, self.world = hp, paths, world
+        seed_everything(hp.seed)
+        self.splits, self.classes = load_splits(hp, paths)
+        backbone = resolve_backbone(hp, paths)
+        model = build_model(len(self.classes), backbone)
+        set_trainable(model, hp.trainable)
+        self.frozen_bn = backbone_frozen_bn(model, hp.trainable)
+        self.model = model.to(world.device, memory_format=torch.channels_last)
+        self.net: nn.Module = (
+            DistributedDataParallel(
+                self.model, device_ids=[world.device] if world.device.type == "cuda" else None
+            )
+            if world.distributed
+            else self.model
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        self.optimizer = build_optimizer(self.model, hp)
+        self.scheduler = build_scheduler(self.optimizer, hp)
+        self.precision = Precision(world.device, hp.amp)
+        self.hook = create_hook(paths.debug_hook_config) if world.is_main else DebuggerHook()
+        self.hook.register(self.model, self.criterion)
+        self.stop = StopFlag()
+        per_rank_batch = max(1, hp.batch_size // world.size)
+        train = self.splits["train"]
+        self.train_set = ImageDataset(
+            train.samples, train_transform(hp.image_size), hp.image_size, seed=hp.seed
+        )
+        self.sampler = EpochBatchSampler(
+            len(train.samples), per_rank_batch, hp.seed, world.rank, world.size
+        )
+        self.state = (
+            load_checkpoint(
+                paths.checkpoint_dir, self.model, self.optimizer, self.scheduler, hp.to_dict()
+            )
+            or TrainingState()
+        )
+
+    def _checkpoint(self) -> None:
+        if self.world.is_main:
+            save_checkpoint(
+                self.paths.checkpoint_dir,
+                self.state,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.hp.to_dict(),
+            )
+
+    def _train_epoch(self, epoch: int) -> EpochTotals:
+        state = self.state
+        self.sampler.set_epoch(epoch, state.batches_done)
+        self.train_set.epoch = epoch
+        totals = EpochTotals(**state.partial) if state.batches_done else EpochTotals()
+        self.net.train()
+        for module in self.frozen_bn:
+            module.eval()
+
+        def progress(done: int) -> None:
+            state.batches_done = done
+            state.partial = asdict(totals)
+
+        try:
+            return train_one_epoch(
+                self.net,
+                self.criterion,
+                self.optimizer,
+                make_loader(self.train_set, self.sampler, self.hp, self.world),
+                self.precision,
+                self.world,
+                self.hook,
+                totals,
+                progress,
+                self.stop,
+                label=f"epoch {epoch + 1}/{self.hp.epochs}",
+                first_batch=state.batches_done,
+                total_batches=self.sampler.total_batches(),
+                log_interval=self.hp.log_interval,
+            )
+        except StopRequested:
+            self._checkpoint()
+            log.warning(
+                "stopped in epoch %d after %d batches; checkpoint written to %s",
+                epoch + 1,
+                state.batches_done,
+                self.paths.checkpoint_dir,
+            )
+            raise
+
+    def _end_epoch(self, epoch: int, train: EpochTotals) -> None:
+        state, hp = self.state, self.hp
+        train_all = train.reduced(self.world)
+        valid = evaluate(
+            self.net,
+            self.criterion,
+            eval_loader(self.splits["valid"], hp, self.world),
+            self.precision,
+            self.world,
+            self.hook,
+        )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_all.loss,
+            "train_accuracy": train_all.accuracy,
+            "valid_loss": valid.loss,
+            "valid_accuracy": valid.accuracy,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_sec": train_all.count / max(train.seconds, 1e-9),
+        }
+        state.history.append(row)
+        if self.world.is_main:
+            print(metrics.format_metric_line(row), flush=True)
+        if valid.accuracy > state.best_accuracy:
+            state.best_accuracy, state.best_epoch = valid.accuracy, epoch + 1
+            state.best_weights = {
+                k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+            }
+            state.epochs_without_improvement = 0
+        else:
+            state.epochs_without_improvement += 1
+        self.scheduler.step()
+        state.epoch, state.batches_done, state.partial = epoch + 1, 0, {}
+        if hp.patience and state.epochs_without_improvement >= hp.patience:
+            log.info(
+                "early stopping: no valid accuracy gain for %d epochs (best %.4f at epoch %d)",
+                hp.patience,
+                state.best_accuracy,
+                state.best_epoch,
+            )
+            state.epoch = hp.epochs
+        self._checkpoint()
+
+    def fit(self) -> None:
+        while self.state.epoch < self.hp.epochs:
+            epoch = self.state.epoch
+            train = self._train_epoch(epoch)
+            self._end_epoch(epoch, train)
+
+    def finish(self) -> dict[str, float]:
+        """Test the best epoch's weights; rank 0 writes the model and the metric history."""
+        state, hp = self.state, self.hp
+        self.model.load_state_dict(state.best_weights)
+        test = evaluate(
+            self.net,
+            self.criterion,
+            eval_loader(self.splits["test"], hp, self.world),
+            self.precision,
+            self.world,
+            self.hook,
+        )
+        final = {"epoch": state.best_epoch, "test_loss": test.loss, "test_accuracy": test.accuracy}
+        log.info("rank %d final weights sha256=%s", self.world.rank, weights_digest(self.model))
+        if not self.world.is_main:
+            return final
+        print(metrics.format_metric_line(final), flush=True)
+        best = state.history[state.best_epoch - 1]
+        spec = ModelSpec(
+            class_names=self.classes,
+            image_size=hp.image_size,
+            mean=list(IMAGENET_MEAN),
+            std=list(IMAGENET_STD),
+            metrics={
+                "best_epoch": state.best_epoch,
+                "valid_accuracy": best["valid_accuracy"],
+                "valid_loss": best["valid_loss"],
+                "test_accuracy": test.accuracy,
+                "test_loss": test.loss,
+            },
+            hyperparameters=hp.to_dict(),
+        )
+        save_artifact(self.paths.model_dir, self.model, spec)
+        write_history(state.history, self.paths.output_data_dir)
+        log.info("model written to %s (best epoch %d)", self.paths.model_dir, state.best_epoch)
+        return final
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the job; returns the process exit code."""
+    paths = JobPaths.from_env()
+    world = init_world()
+    try:
+        hp = parse_hyperparameters(argv)
+        log.info("hyperparameters: %s", json.dumps(hp.to_dict(), sort_keys=True))
+        trainer = Trainer(hp, paths, world)
+        started = time.perf_counter()
+        trainer.fit()
+        trainer.finish()
+        trainer.hook.close()
+        log.info("training finished in %.1f s", time.perf_counter() - started)
+        return 0
+    except StopRequested:
+        return EXIT_STOPPED
+    except (HyperparameterError, DataError, WeightsError) as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        log.error(message)
+        if world.is_main:
+            write_failure(paths, message)
+        return 2
+    except Exception as exc:
+        if world.is_main:
+            write_failure(paths, f"unexpected {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutdown(world)
+
+
+def configure_logging() -> None:
+    rank = os.environ.get("RANK")
+    prefix = (
+        f"[rank {rank}] " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    )
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s",
+        force=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
