@@ -43,19 +43,26 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
+def _first(names: list[str], count: int = 3) -> str:
+    return f"{names[:count]}{' ...' if len(names) > count else ''}" if names else "none"
+
+
 def build_model(num_classes: int, backbone: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """ResNet18 whose backbone takes ``backbone`` weights (any ``fc.*`` ignored) and a fresh head."""
     model = resnet18(weights=None)
     if backbone is not None:
         body = {k: v for k, v in backbone.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(body, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
+        expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("fc.")}
+        missing = sorted(set(expected) - set(body))
+        unexpected = sorted(set(body) - set(expected))
+        misshapen = sorted(k for k in set(body) & set(expected) if body[k].shape != expected[k])
+        if missing or unexpected or misshapen:
             raise WeightsError(
                 "backbone weights do not fit ResNet18: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+                f"missing {_first(missing)}, unexpected {_first(unexpected)}, "
+                f"wrong shape {_first(misshapen)}"
             )
+        model.load_state_dict(body, strict=False)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 

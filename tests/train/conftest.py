@@ -1,0 +1,118 @@
+"""Fixtures for the training job: an /opt/ml tree and the toolkit's real ``train`` entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dogbreed.sample_data import write_sample
+
+TRAIN = str(Path(sys.executable).with_name("train"))
+# Small and fast: 64 px images, tiny batches, a couple of epochs.
+FAST = {"image-size": "64", "batch-size": "8", "epochs": "2", "pretrained": "false", "lr": "0.01"}
+
+
+@dataclass
+class Job:
+    """One /opt/ml tree and how to run the toolkit's ``train`` on it."""
+
+    base: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.base / "output"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.base / "checkpoints"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+        env.update(
+            SAGEMAKER_BASE_DIR=str(self.base),
+            SAGEMAKER_TRAINING_MODULE="dogbreed.toolkit_entry:train",
+            OMP_NUM_THREADS="1",
+        )
+        env.update(extra)
+        return env
+
+    def popen(self, **extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [TRAIN], env=self.env(**extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def run(self, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [TRAIN], env=self.env(**extra), capture_output=True, text=True, timeout=timeout
+        )
+
+    def add_channel(self, name: str) -> Path:
+        """Create ``input/data/<name>`` and declare it in inputdataconfig.json."""
+        config = self.base / "input" / "config" / "inputdataconfig.json"
+        channels = json.loads(config.read_text())
+        channels[name] = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
+        config.write_text(json.dumps(channels))
+        path = self.base / "input" / "data" / name
+        path.mkdir(parents=True)
+        return path
+
+    def failure(self) -> str:
+        return (self.output / "failure").read_text()
+
+
+def write_config(
+    base: Path,
+    hyperparameters: dict[str, str],
+    channels: list[str],
+    hosts: tuple[str, ...] = ("algo-1",),
+    current_host: str = "algo-1",
+) -> None:
+    """Config JSONs as SageMaker writes them: every hyperparameter value a string."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    channel_config = {
+        c: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        for c in channels
+    }
+    (config / "inputdataconfig.json").write_text(json.dumps(channel_config))
+    resource = {"current_host": current_host, "hosts": list(hosts), "network_interface_name": "eth0"}
+    (config / "resourceconfig.json").write_text(json.dumps(resource))
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sample(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture
+def make_job(tmp_path: Path, sample_dir: Path) -> Callable[..., Job]:
+    """``make_job(hyperparameters, layout="training")``: a fresh tree with the sample data."""
+    counter = iter(range(100))
+
+    def make(hyperparameters: dict[str, str] | None = None, layout: str = "training", **kw) -> Job:
+        base = tmp_path / f"job{next(counter)}" / "opt" / "ml"
+        data = base / "input" / "data"
+        if layout == "training":
+            shutil.copytree(sample_dir, data / "training")
+            channels = ["training"]
+        else:  # one channel per split, with "validation" as the valid channel's name
+            channels = ["train", "validation", "test"]
+            for channel, split in zip(channels, ("train", "valid", "test"), strict=True):
+                shutil.copytree(sample_dir / split, data / channel)
+        write_config(base, {**FAST, **(hyperparameters or {})}, channels, **kw)
+        return Job(base)
+
+    return make
