@@ -1,0 +1,499 @@
+"""``dogbreed``: the command line over :mod:`dogbreed.launch` (and, later, local tools).
+
+Each subcommand is a pair in :data:`COMMANDS`: ``configure(parser)`` adds its options and
+``run(args) -> int`` does the work by calling library functions. Heavy imports (boto3, the
+SageMaker SDK, smdebug) happen inside ``run``, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+def _aws_options(parser: argparse.ArgumentParser, role: bool = False) -> None:
+    group = parser.add_argument_group("AWS")
+    group.add_argument("--region", help="AWS region (default: AWS_REGION / your AWS config)")
+    group.add_argument("--profile", help="AWS named profile")
+    if role:
+        group.add_argument(
+            "--role", help="SageMaker execution role ARN (default: $DOGBREED_ROLE_ARN)"
+        )
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    from dogbreed.launch.session import Aws
+
+    return Aws.connect(region=args.region, profile=args.profile)
+
+
+def _job_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """Image, data channels, output and compute: shared by ``tune`` and ``train``."""
+    parser.add_argument(
+        "--image", required=required, help="training image URI (from build_and_push.sh)"
+    )
+    data = parser.add_argument_group("data channels (S3 prefixes; file:// or paths with --local)")
+    data.add_argument("--data", help="one 'training' channel holding train/ valid/ test/")
+    data.add_argument("--train", help="'train' channel (class folders)")
+    data.add_argument("--valid", help="'valid' channel")
+    data.add_argument("--test", help="'test' channel")
+    data.add_argument("--pretrained", help="'pretrained' channel: a folder with a state-dict file")
+    data.add_argument(
+        "--input-mode",
+        choices=("File", "FastFile"),
+        default="File",
+        help="File copies data to the instance first; FastFile streams it from S3 (default: File)",
+    )
+    parser.add_argument(
+        "--output", required=required, help="S3 prefix for model.tar.gz and outputs"
+    )
+    parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hyperparameter for the trainer (repeatable), e.g. --hp optimizer=adamw",
+    )
+    compute = parser.add_argument_group("compute")
+    compute.add_argument("--instance-type", default="ml.g4dn.xlarge")
+    compute.add_argument(
+        "--instance-count", type=int, default=1, help="> 1 runs PyTorch DDP across instances"
+    )
+    compute.add_argument("--volume-gb", type=int, default=30)
+    compute.add_argument("--max-runtime", type=int, default=4 * 3600, help="seconds per job")
+    compute.add_argument("--spot", action="store_true", help="managed spot training (checkpointed)")
+    compute.add_argument("--max-wait", type=int, help="spot: seconds to wait for capacity + run")
+    compute.add_argument(
+        "--checkpoint-s3", help="checkpoint prefix (default: <output>/<job>/checkpoints)"
+    )
+    parser.add_argument("--name", help="job name (default: dogbreed-<time>)")
+    parser.add_argument("--wait", action="store_true", help="wait for the job to end")
+
+
+def _uri(value: str | None, local: bool) -> str | None:
+    if value is None or not local or value.startswith(("s3://", "file://")):
+        return value
+    return Path(value).resolve().as_uri()
+
+
+def _channels(args: argparse.Namespace, local: bool = False) -> dict[str, str]:
+    names = {"data": "training", "train": "train", "valid": "valid", "test": "test"}
+    names["pretrained"] = "pretrained"
+    return {
+        channel: _uri(getattr(args, option), local)
+        for option, channel in names.items()
+        if getattr(args, option)
+    }
+
+
+def _training_spec(args: argparse.Namespace, aws: Any, name: str, hyperparameters: dict) -> Any:
+    from dogbreed.launch.jobs import TrainingJobSpec, hyperparameter_strings
+    from dogbreed.launch.session import resolve_role
+
+    return TrainingJobSpec(
+        name=name,
+        image_uri=args.image,
+        role_arn=resolve_role(args.role, aws),
+        output_s3=_uri(args.output, aws.local),
+        channels=_channels(args, aws.local),
+        hyperparameters=hyperparameter_strings(hyperparameters),
+        instance_type="local" if aws.local else args.instance_type,
+        instance_count=args.instance_count,
+        volume_gb=args.volume_gb,
+        max_runtime_s=args.max_runtime,
+        input_mode=args.input_mode,
+        spot=args.spot,
+        max_wait_s=args.max_wait,
+        checkpoint_s3=args.checkpoint_s3,
+        debugger=getattr(args, "debugger_settings", None),
+    )
+
+
+# --- tune ---------------------------------------------------------------------------------
+
+
+def configure_tune(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.launch.tune import DEFAULT_RANGES, STRATEGIES
+
+    parser.add_argument(
+        "--status",
+        metavar="TUNING_JOB",
+        help="print the best job of an existing tuning job and exit (nothing else needed)",
+    )
+    parser.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="NAME=KIND:SPEC",
+        help="replace or add a range (repeatable); defaults: " + "  ".join(DEFAULT_RANGES),
+    )
+    parser.add_argument("--max-jobs", type=int, default=12)
+    parser.add_argument("--max-parallel", type=int, default=2)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="Bayesian")
+    parser.add_argument("--no-early-stopping", action="store_true")
+    _job_options(parser, required=False)  # checked in run_tune: --status needs neither
+    _aws_options(parser, role=True)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from dogbreed.launch.session import unique_name
+    from dogbreed.launch.tune import (
+        TuningSpec,
+        best_job,
+        parse_ranges,
+        start_tuning_job,
+        wait_for_tuning_job,
+    )
+
+    aws = _connect(args)
+    if args.status:
+        print(best_job(aws, args.status).summary())
+        return 0
+    from dogbreed.launch import LaunchError
+    from dogbreed.launch.jobs import parse_key_values
+
+    if not (args.image and args.output):
+        raise LaunchError("--image and --output are required to start a tuning job")
+    name = args.name or unique_name("dogbreed-hpo", max_length=32)
+    training = _training_spec(args, aws, name, parse_key_values(args.hp, "--hp"))
+    spec = TuningSpec(
+        name=name,
+        training=training,
+        ranges=parse_ranges(args.range),
+        max_jobs=args.max_jobs,
+        max_parallel_jobs=args.max_parallel,
+        strategy=args.strategy,
+        early_stopping=not args.no_early_stopping,
+    )
+    start_tuning_job(aws, spec)
+    print(f"started tuning job {name} ({spec.max_jobs} jobs, {spec.max_parallel_jobs} at a time)")
+    if not args.wait:
+        print(f"check it with: dogbreed tune --status {name}")
+        return 0
+    print(wait_for_tuning_job(aws, name).summary())
+    return 0
+
+
+# --- train --------------------------------------------------------------------------------
+
+
+def configure_train(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.launch.jobs import DEFAULT_RULES
+
+    parser.add_argument(
+        "--from-tuning-job",
+        metavar="NAME",
+        help="start from the best hyperparameters of this tuning job (--hp overrides them)",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="run in SageMaker local mode: docker compose on this machine, local paths, no AWS",
+    )
+    _job_options(parser)
+    debug = parser.add_argument_group("Debugger and Profiler")
+    debug.add_argument("--no-debugger", action="store_true", help="no hook, no rules")
+    debug.add_argument(
+        "--rules",
+        default=",".join(DEFAULT_RULES),
+        help="comma-separated built-in rules (default: %(default)s)",
+    )
+    debug.add_argument("--losses-interval", type=int, default=10, help="steps between saved losses")
+    debug.add_argument("--weights-interval", type=int, default=100)
+    debug.add_argument("--gradients-interval", type=int, default=100)
+    debug.add_argument("--no-profiler", action="store_true", help="no profiler, no ProfilerReport")
+    debug.add_argument(
+        "--profiling-interval-ms", type=int, default=500, choices=(100, 200, 500, 1000, 5000, 60000)
+    )
+    debug.add_argument(
+        "--debug-output", help="S3 prefix for tensors and reports (default: --output)"
+    )
+    _aws_options(parser, role=True)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from dogbreed.launch.jobs import (
+        DebuggerSettings,
+        model_artifact_of,
+        parse_key_values,
+        start_training_job,
+        wait_for_training_job,
+    )
+    from dogbreed.launch.session import Aws, unique_name
+    from dogbreed.launch.tune import best_hyperparameters, merge
+
+    aws = Aws.local_mode(region=args.region or "us-east-1") if args.local else _connect(args)
+    hyperparameters = parse_key_values(args.hp, "--hp")
+    if args.from_tuning_job:
+        hyperparameters = merge(
+            best_hyperparameters(_connect(args), args.from_tuning_job), hyperparameters
+        )
+    if not (args.local or args.no_debugger):
+        args.debugger_settings = DebuggerSettings(
+            s3_output=args.debug_output or args.output,
+            losses_interval=args.losses_interval,
+            weights_interval=args.weights_interval,
+            gradients_interval=args.gradients_interval,
+            rules=[r.strip() for r in args.rules.split(",") if r.strip()],
+            profiler=not args.no_profiler,
+            profiling_interval_ms=args.profiling_interval_ms,
+        )
+    name = args.name or unique_name("dogbreed-train")
+    spec = _training_spec(args, aws, name, hyperparameters)
+    print(f"starting training job {name}" + (" in local mode" if aws.local else ""))
+    start_training_job(aws, spec)
+    if aws.local or args.wait:
+        if not aws.local:
+            wait_for_training_job(aws, name)
+        print(f"model: {model_artifact_of(aws, name)}")
+    else:
+        print(f"follow it in the console, then: dogbreed deploy --job {name} ...")
+    return 0
+
+
+# --- deploy / invoke / transform / cleanup -------------------------------------------------
+
+
+def configure_deploy(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--job", help="training job whose model.tar.gz to serve")
+    source.add_argument("--model-data", help="s3://.../model.tar.gz")
+    parser.add_argument("--image", required=True, help="serving image URI")
+    parser.add_argument(
+        "--name", help="endpoint (and model, config) name (default: dogbreed-<time>)"
+    )
+    parser.add_argument("--instance-type", default="ml.m5.large")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    scaling = parser.add_argument_group("autoscaling (on when --autoscale-max is given)")
+    scaling.add_argument("--autoscale-max", type=int, help="most instances")
+    scaling.add_argument("--autoscale-min", type=int, default=1)
+    scaling.add_argument(
+        "--target-invocations",
+        type=float,
+        default=100.0,
+        help="invocations per instance per minute to hold (default: %(default)s)",
+    )
+    parser.add_argument("--no-wait", action="store_true", help="return before InService")
+    _aws_options(parser, role=True)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from dogbreed.launch.deploy import Autoscaling, EndpointSpec, deploy
+    from dogbreed.launch.jobs import model_artifact_of, parse_key_values
+    from dogbreed.launch.session import resolve_role, unique_name
+
+    aws = _connect(args)
+    spec = EndpointSpec(
+        name=args.name or unique_name("dogbreed"),
+        image_uri=args.image,
+        model_data=args.model_data or model_artifact_of(aws, args.job),
+        role_arn=resolve_role(args.role, aws),
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        environment=parse_key_values(args.env, "--env"),
+        autoscaling=(
+            Autoscaling(args.autoscale_min, args.autoscale_max, args.target_invocations)
+            if args.autoscale_max
+            else None
+        ),
+    )
+    print(f"deploying {spec.model_data} to endpoint {spec.name} ({spec.instance_type})")
+    described = deploy(aws, spec, wait=not args.no_wait)
+    print(f"endpoint {spec.name}: {described['EndpointStatus']}")
+    print(
+        f"query it: dogbreed invoke {spec.name} dog.jpg;  remove it: dogbreed cleanup {spec.name}"
+    )
+    return 0
+
+
+def configure_invoke(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("endpoint")
+    parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print the raw predictions as JSON")
+    _aws_options(parser)
+
+
+def run_invoke(args: argparse.Namespace) -> int:
+    import json
+
+    from dogbreed.launch.invoke import format_predictions, invoke, read_image
+
+    images = [read_image(path) for path in args.images]  # all checked before any request
+    aws = _connect(args)
+    for image in images:
+        predictions = invoke(aws, args.endpoint, image, args.top_k)
+        if args.json:
+            print(json.dumps({"file": str(image.path), "predictions": predictions}))
+        else:
+            print(format_predictions(image.path, predictions))
+    return 0
+
+
+def configure_transform(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="S3 prefix of the images")
+    parser.add_argument("--output", required=True, help="S3 prefix for <image>.out JSON files")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="an existing SageMaker model (e.g. the endpoint's name)")
+    source.add_argument("--job", help="training job whose model to use (needs --image)")
+    source.add_argument("--model-data", help="s3://.../model.tar.gz (needs --image)")
+    parser.add_argument(
+        "--image", help="serving image URI, to create a model from --job/--model-data"
+    )
+    parser.add_argument("--name", help="transform job name (default: dogbreed-batch-<time>)")
+    parser.add_argument("--instance-type", default="ml.m5.large")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--max-concurrent", type=int, default=0, help="0: ask the container")
+    parser.add_argument("--wait", action="store_true")
+    _aws_options(parser, role=True)
+
+
+def run_transform(args: argparse.Namespace) -> int:
+    from dogbreed.launch import LaunchError
+    from dogbreed.launch.deploy import EndpointSpec, model_request
+    from dogbreed.launch.jobs import model_artifact_of
+    from dogbreed.launch.session import resolve_role, unique_name
+    from dogbreed.launch.transform import TransformSpec, start_transform, wait_for_transform
+
+    aws = _connect(args)
+    name = args.name or unique_name("dogbreed-batch")
+    model = args.model
+    if model is None:
+        if not args.image:
+            raise LaunchError("--job / --model-data need --image (the serving image URI)")
+        data = args.model_data or model_artifact_of(aws, args.job)
+        endpoint = EndpointSpec(name, args.image, data, resolve_role(args.role, aws))
+        aws.sagemaker.create_model(**model_request(endpoint))
+        model = name
+        print(f"created model {model} (remove it with: dogbreed cleanup {model})")
+    spec = TransformSpec(
+        name=name,
+        model_name=model,
+        input_uri=args.input,
+        output_uri=args.output,
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        max_concurrent=args.max_concurrent,
+    )
+    start_transform(aws, spec)
+    print(f"started transform job {name}: {args.input} -> {args.output}")
+    if args.wait:
+        wait_for_transform(aws, name)
+        print(f"transform job {name} completed; results in {args.output}")
+    return 0
+
+
+def configure_cleanup(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("endpoint", help="the name given to `dogbreed deploy`")
+    _aws_options(parser)
+
+
+def run_cleanup(args: argparse.Namespace) -> int:
+    from dogbreed.launch.deploy import cleanup
+
+    removed = cleanup(_connect(args), args.endpoint)
+    print("\n".join(f"deleted {item}" for item in removed) or f"nothing named {args.endpoint} left")
+    return 0
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def configure_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "trial",
+        nargs="?",
+        help="smdebug trial: a local folder or s3:// prefix (default: the job's)",
+    )
+    parser.add_argument("--job", help="training job: adds rule verdicts and the profiler report")
+    parser.add_argument("--out", type=Path, default=Path("debugger-report"), help="output folder")
+    _aws_options(parser)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from dogbreed.launch.report import write_report
+
+    aws = _connect(args) if args.job or (args.trial or "").startswith("s3://") else None
+    report = write_report(args.out, trial_path=args.trial, aws=aws, job_name=args.job)
+    print(report.text)
+    print("wrote " + ", ".join(str(p) for p in report.files))
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Configure, Run]] = {
+    "tune": (
+        "start a hyperparameter tuning job (maximise valid:accuracy)",
+        configure_tune,
+        run_tune,
+    ),
+    "train": ("one training job with Debugger rules and the profiler", configure_train, run_train),
+    "deploy": ("serve a trained model on a real-time endpoint", configure_deploy, run_deploy),
+    "invoke": (
+        "send JPEG/PNG files to an endpoint, print the top-k breeds",
+        configure_invoke,
+        run_invoke,
+    ),
+    "transform": (
+        "batch transform over an S3 prefix of images",
+        configure_transform,
+        run_transform,
+    ),
+    "cleanup": ("delete an endpoint, its config and model", configure_cleanup, run_cleanup),
+    "report": (
+        "loss and gradient plots, rule verdicts, profiler report",
+        configure_report,
+        run_report,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dogbreed", description="Train, tune, deploy and query the dog-breed classifier."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, configure, _) in COMMANDS.items():
+        child = sub.add_parser(name, help=summary, description=summary)
+        configure(child)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    from dogbreed.launch import LaunchError
+
+    _, _, run = COMMANDS[args.command]
+    try:
+        return run(args)
+    except LaunchError as error:
+        print(f"dogbreed {args.command}: error: {error}", file=sys.stderr)
+    except NoCredentialsError:
+        print(
+            f"dogbreed {args.command}: error: no AWS credentials (run `aws configure` or set "
+            "AWS_PROFILE)",
+            file=sys.stderr,
+        )
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        print(
+            f"dogbreed {args.command}: error: AWS refused {error.operation_name}: "
+            f"{info.get('Code')}: {info.get('Message')}",
+            file=sys.stderr,
+        )
+    except BotoCoreError as error:
+        print(f"dogbreed {args.command}: error: {error}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""One training job: image, channels, hyperparameters, Debugger and Profiler, spot, DDP.
+
+:func:`training_job_request` builds the exact ``CreateTrainingJob`` request; the Debugger rule
+configurations come from the SageMaker SDK (``sagemaker.core.debugger`` over
+``smdebug_rulesconfig``), the metric regexes from :mod:`dogbreed.metrics` (the trainer prints with
+the same module). More than one instance runs the image's torchrun DDP; every host receives the
+whole data set (``FullyReplicated``) and the trainer shards it with a distributed sampler.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dogbreed import metrics
+from dogbreed.launch import LaunchError
+from dogbreed.launch.session import Aws, check_name, check_s3_uri
+
+#: The built-in Debugger rules a job gets unless told otherwise.
+DEFAULT_RULES = (
+    "VanishingGradient",
+    "Overfit",
+    "Overtraining",
+    "PoorWeightInitialization",
+    "LossNotDecreasing",
+)
+PROFILER_REPORT_RULE = "ProfilerReport"
+INPUT_MODES = ("File", "FastFile")
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
+
+
+@dataclass(frozen=True)
+class DebuggerSettings:
+    """Which tensors the smdebug hook saves, how often, and which rules read them."""
+
+    s3_output: str
+    losses_interval: int = 10
+    weights_interval: int = 100
+    gradients_interval: int = 100
+    rules: Sequence[str] = DEFAULT_RULES
+    profiler: bool = True
+    profiling_interval_ms: int = 500
+
+
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    """Everything one training job needs; :func:`training_job_request` turns it into the API call."""
+
+    name: str
+    image_uri: str
+    role_arn: str
+    output_s3: str
+    channels: Mapping[str, str]
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    volume_gb: int = 30
+    max_runtime_s: int = 4 * 3600
+    input_mode: str = "File"
+    spot: bool = False
+    max_wait_s: int | None = None
+    checkpoint_s3: str | None = None
+    debugger: DebuggerSettings | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+def hyperparameter_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """Validate hyperparameters with the trainer's own parser; return them as SageMaker strings.
+
+    Names may use ``-`` or ``_`` (``batch-size`` / ``batch_size``); they are sent in the
+    trainer's CLI spelling (``batch-size``).
+    """
+    from dogbreed.hyperparams import HyperparameterError, cli_name, parse_hyperparameters
+
+    strings = {cli_name(str(key).replace("-", "_")): str(value) for key, value in values.items()}
+    argv = [item for key, value in strings.items() for item in (f"--{key}", value)]
+    try:
+        parse_hyperparameters(argv)
+    except HyperparameterError as error:
+        raise LaunchError(f"bad hyperparameter: {error}") from None
+    return strings
+
+
+def parse_key_values(items: Sequence[str], what: str) -> dict[str, str]:
+    """``["lr=0.01", "epochs=3"]`` -> ``{"lr": "0.01", "epochs": "3"}``."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise LaunchError(f"{what} must look like NAME=VALUE; got {item!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def channel(name: str, uri: str, input_mode: str | None = None) -> dict[str, Any]:
+    """One input channel over an S3 prefix (``file://`` in local mode)."""
+    entry: dict[str, Any] = {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+    }
+    if input_mode:
+        entry["InputMode"] = input_mode
+    return entry
+
+
+def _rule_base_config(name: str) -> dict[str, Any]:
+    from sagemaker.core.debugger import rule_configs
+
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    factory = getattr(rule_configs, snake, None)
+    if not callable(factory) or snake.startswith("_"):
+        raise LaunchError(
+            f"unknown Debugger built-in rule {name!r}; for example: {', '.join(DEFAULT_RULES)}"
+        )
+    config = factory()
+    if not isinstance(config, dict) or "DebugRuleConfiguration" not in config:
+        raise LaunchError(f"{name!r} is not a Debugger (tensor) rule")
+    return config
+
+
+def debugger_request(settings: DebuggerSettings, region: str) -> dict[str, Any]:
+    """``DebugHookConfig``, ``DebugRuleConfigurations`` and the profiler fields of a request.
+
+    The hook saves the ``losses``, ``weights`` and ``gradients`` collections at the chosen
+    intervals, plus any collection a rule needs (e.g. ``relu_input`` for
+    PoorWeightInitialization) with the rule's own defaults.
+    """
+    from sagemaker.core.debugger import (
+        CollectionConfig,
+        ProfilerRule,
+        Rule,
+        get_rule_container_image_uri,
+        rule_configs,
+    )
+
+    check_s3_uri(settings.s3_output, "the Debugger output path")
+    for label, interval in (
+        ("losses", settings.losses_interval),
+        ("weights", settings.weights_interval),
+        ("gradients", settings.gradients_interval),
+    ):
+        if interval < 1:
+            raise LaunchError(f"the {label} save interval must be >= 1 step; got {interval}")
+    image = get_rule_container_image_uri(None, region)
+    collections = {
+        "losses": CollectionConfig(
+            "losses", parameters={"save_interval": str(settings.losses_interval)}
+        ),
+        "weights": CollectionConfig(
+            "weights", parameters={"save_interval": str(settings.weights_interval)}
+        ),
+        "gradients": CollectionConfig(
+            "gradients", parameters={"save_interval": str(settings.gradients_interval)}
+        ),
+    }
+    rules = []
+    for name in dict.fromkeys(settings.rules):
+        rule = Rule.sagemaker(_rule_base_config(name))
+        for needed in rule.collection_configs:
+            collections.setdefault(needed.name, needed)
+        config = rule.to_debugger_rule_config_dict()
+        config["RuleEvaluatorImage"] = image
+        rules.append(config)
+    request: dict[str, Any] = {
+        "DebugHookConfig": {
+            "S3OutputPath": settings.s3_output,
+            "CollectionConfigurations": [c._to_request_dict() for c in collections.values()],
+        },
+    }
+    if rules:
+        request["DebugRuleConfigurations"] = rules
+    if settings.profiler:
+        report = ProfilerRule.sagemaker(
+            rule_configs.ProfilerReport()
+        ).to_profiler_rule_config_dict()
+        report["RuleEvaluatorImage"] = image
+        request["ProfilerConfig"] = {
+            "S3OutputPath": settings.s3_output,
+            "ProfilingIntervalInMilliseconds": settings.profiling_interval_ms,
+        }
+        request["ProfilerRuleConfigurations"] = [report]
+    else:
+        request["ProfilerConfig"] = {"DisableProfiler": True}
+    return request
+
+
+def algorithm_specification(image_uri: str, input_mode: str) -> dict[str, Any]:
+    """Image, input mode and the metric regexes of :mod:`dogbreed.metrics`."""
+    if input_mode not in INPUT_MODES:
+        raise LaunchError(f"input mode must be one of {', '.join(INPUT_MODES)}; got {input_mode!r}")
+    if not image_uri or any(c.isspace() for c in image_uri):
+        raise LaunchError(f"bad training image URI {image_uri!r}")
+    return {
+        "TrainingImage": image_uri,
+        "TrainingInputMode": input_mode,
+        "MetricDefinitions": metrics.metric_definitions(),
+    }
+
+
+def training_job_request(spec: TrainingJobSpec, region: str, local: bool = False) -> dict[str, Any]:
+    """The ``CreateTrainingJob`` request for ``spec`` (``local`` allows ``file://`` URIs)."""
+    check_name(spec.name)
+    if not spec.channels:
+        raise LaunchError("a training job needs at least one data channel (e.g. --train s3://...)")
+    if spec.instance_count < 1:
+        raise LaunchError(f"instance count must be >= 1; got {spec.instance_count}")
+    request: dict[str, Any] = {
+        "TrainingJobName": spec.name,
+        "AlgorithmSpecification": algorithm_specification(spec.image_uri, spec.input_mode),
+        "RoleArn": spec.role_arn,
+        "HyperParameters": dict(spec.hyperparameters),
+        "InputDataConfig": [
+            channel(name, check_s3_uri(uri, f"channel {name!r}", allow_file=local))
+            for name, uri in spec.channels.items()
+        ],
+        "OutputDataConfig": {
+            "S3OutputPath": check_s3_uri(spec.output_s3, "the output path", allow_file=local)
+        },
+        "ResourceConfig": {
+            "InstanceType": spec.instance_type,
+            "InstanceCount": spec.instance_count,
+            "VolumeSizeInGB": spec.volume_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_runtime_s},
+    }
+    if spec.environment:
+        request["Environment"] = dict(spec.environment)
+    if spec.spot:
+        max_wait = spec.max_wait_s or 2 * spec.max_runtime_s
+        if max_wait < spec.max_runtime_s:
+            raise LaunchError(
+                f"spot max wait ({max_wait} s) must be >= max runtime ({spec.max_runtime_s} s)"
+            )
+        checkpoint = spec.checkpoint_s3 or f"{spec.output_s3.rstrip('/')}/{spec.name}/checkpoints"
+        request["EnableManagedSpotTraining"] = True
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = max_wait
+        request["CheckpointConfig"] = {
+            "S3Uri": check_s3_uri(checkpoint, "the checkpoint URI"),
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        }
+    elif spec.checkpoint_s3:
+        request["CheckpointConfig"] = {
+            "S3Uri": check_s3_uri(spec.checkpoint_s3, "the checkpoint URI"),
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        }
+    if spec.debugger is not None:
+        if local:
+            raise LaunchError(
+                "Debugger rules and the profiler run on AWS only; drop them in local mode"
+            )
+        request.update(debugger_request(spec.debugger, region))
+    return request
+
+
+def start_training_job(aws: Aws, spec: TrainingJobSpec) -> dict[str, Any]:
+    """Send ``CreateTrainingJob``; returns the request that was sent.
+
+    In local mode this call runs the whole job in docker and returns when it ends.
+    """
+    request = training_job_request(spec, aws.region, local=aws.local)
+    aws.sagemaker.create_training_job(**request)
+    return request
+
+
+def wait_for_training_job(aws: Aws, name: str, poll_s: float = 30.0) -> dict[str, Any]:
+    """Poll ``DescribeTrainingJob`` until the job ends; raise with its FailureReason if it failed."""
+    while True:
+        job = aws.sagemaker.describe_training_job(TrainingJobName=name)
+        status = job["TrainingJobStatus"]
+        if status == "Completed":
+            return job
+        if status in ("Failed", "Stopped"):
+            reason = job.get("FailureReason", "no reason given")
+            raise LaunchError(f"training job {name} {status.lower()}: {reason}")
+        time.sleep(poll_s)
+
+
+def model_artifact_of(aws: Aws, job_name: str) -> str:
+    """The ``model.tar.gz`` URI a completed training job produced."""
+    job = aws.sagemaker.describe_training_job(TrainingJobName=job_name)
+    uri = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if job.get("TrainingJobStatus") != "Completed" or not uri:
+        raise LaunchError(
+            f"training job {job_name} has no model yet (status {job.get('TrainingJobStatus')})"
+        )
+    return uri

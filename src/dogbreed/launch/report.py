@@ -1,0 +1,257 @@
+"""What Debugger saw: loss curves and per-layer gradient norms as PNG, rule verdicts, profiler report.
+
+Reads an smdebug trial (a local folder or ``s3://`` prefix, or the one a training job wrote) with
+``smdebug.trials.create_trial``. With a job name it also reads the job's rule evaluation
+statuses and downloads the ProfilerReport rule's output when it exists.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dogbreed.launch import LaunchError
+from dogbreed.launch.session import Aws
+
+TRAIN_COLOR = "#1f77b4"
+EVAL_COLOR = "#ff7f0e"
+LOSSES_PNG = "losses.png"
+GRADIENTS_PNG = "gradient_norms.png"
+SUMMARY_TXT = "summary.txt"
+Series = tuple[list[int], list[float]]
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def debugger_output_of(job: dict[str, Any]) -> str:
+    """Where a training job's tensors are: ``<DebugHookConfig.S3OutputPath>/<job>/debug-output``."""
+    hook = job.get("DebugHookConfig")
+    if not hook:
+        raise LaunchError(f"training job {job['TrainingJobName']} ran without a Debugger hook")
+    return f"{hook['S3OutputPath'].rstrip('/')}/{job['TrainingJobName']}/debug-output"
+
+
+def load_trial(path: str) -> Any:
+    """An smdebug trial from a local folder or an S3 prefix."""
+    if not path.startswith("s3://"):
+        local = Path(path)
+        if not (local / "index").is_dir() and not (local / "events").is_dir():
+            raise LaunchError(f"{path}: not an smdebug trial (no index/ or events/ inside)")
+    from smdebug.trials import create_trial
+
+    return create_trial(path)
+
+
+def loss_series(trial: Any) -> dict[str, dict[str, Series]]:
+    """``{loss tensor: {"TRAIN": (steps, values), "EVAL": ...}}`` by mode step."""
+    from smdebug.core.modes import ModeKeys
+
+    result: dict[str, dict[str, Series]] = {}
+    for name in trial.tensor_names(collection="losses"):
+        tensor = trial.tensor(name)
+        for mode in (ModeKeys.TRAIN, ModeKeys.EVAL):
+            steps = tensor.steps(mode=mode)
+            if steps:
+                values = [float(tensor.value(s, mode=mode)) for s in steps]
+                result.setdefault(name, {})[mode.name] = (steps, values)
+    return result
+
+
+def depth_key(name: str) -> tuple[int, list[int | str]]:
+    """Sort layer names input side first: stem, ``layer1`` .. ``layerN``, then the head (``fc``)."""
+    parts: list[int | str] = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+    stage = re.search(r"layer(\d+)", name)
+    if stage:
+        return 1 + int(stage.group(1)), parts
+    if re.search(r"(^|[._])(fc|classifier|head)([._]|$)", name):
+        return 1000, parts
+    return 0, parts
+
+
+def gradient_norms(trial: Any) -> dict[str, Series]:
+    """L2 norm of each layer's gradient at every saved TRAIN step, input side first."""
+    import numpy as np
+    from smdebug.core.modes import ModeKeys
+
+    result: dict[str, Series] = {}
+    for name in sorted(trial.tensor_names(collection="gradients"), key=depth_key):
+        tensor = trial.tensor(name)
+        steps = tensor.steps(mode=ModeKeys.TRAIN)
+        if steps:
+            norms = [float(np.linalg.norm(tensor.value(s, mode=ModeKeys.TRAIN))) for s in steps]
+            result[name.removeprefix("gradient/")] = (steps, norms)
+    return result
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(series: dict[str, dict[str, Series]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3.5 * len(series)), squeeze=False)
+    for ax, (name, modes) in zip(axes[:, 0], series.items(), strict=True):
+        for mode, color in (("TRAIN", TRAIN_COLOR), ("EVAL", EVAL_COLOR)):
+            if mode in modes:
+                steps, values = modes[mode]
+                ax.plot(steps, values, color=color, marker=".", linewidth=1.5, label=mode)
+        ax.set_title(f"{name} (Debugger 'losses' collection)")
+        ax.set_xlabel("step (per mode)")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_gradient_norms(norms: dict[str, Series], path: Path) -> Path:
+    """Left: every layer's gradient norm over steps (colour = depth). Right: last-step norm per layer."""
+    plt = _pyplot()
+    names = list(norms)
+    fig, (curves, bars) = plt.subplots(
+        1, 2, figsize=(14, max(5.0, 0.16 * len(names) + 1.5)), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    cmap = plt.get_cmap("viridis")
+    for index, name in enumerate(names):
+        steps, values = norms[name]
+        curves.plot(steps, values, color=cmap(index / max(1, len(names) - 1)), linewidth=1)
+    curves.set_yscale("log")
+    curves.set_title("gradient L2 norm per layer (dark: input side, light: output side)")
+    curves.set_xlabel("training step")
+    curves.set_ylabel("L2 norm")
+    curves.grid(alpha=0.3)
+    last = [max(norms[n][1][-1], 1e-12) for n in names]
+    bars.barh(
+        range(len(names)), last, color=[cmap(i / max(1, len(names) - 1)) for i in range(len(names))]
+    )
+    bars.set_yticks(range(len(names)), labels=names, fontsize=6)
+    bars.invert_yaxis()
+    bars.set_xscale("log")
+    bars.set_title("last saved step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _loss_lines(series: dict[str, dict[str, Series]]) -> list[str]:
+    lines = []
+    for name, modes in series.items():
+        for mode, (steps, values) in modes.items():
+            lines.append(
+                f"loss {name} {mode}: {len(steps)} steps, first {values[0]:.4f}, last {values[-1]:.4f}, "
+                f"min {min(values):.4f}"
+            )
+    return lines
+
+
+def _gradient_lines(norms: dict[str, Series]) -> list[str]:
+    last = {name: values[-1] for name, (_, values) in norms.items() if math.isfinite(values[-1])}
+    if not last:
+        return ["gradients: none finite"]
+    low, high = min(last, key=last.get), max(last, key=last.get)
+    return [
+        f"gradients: {len(norms)} layers; smallest last norm {low} {last[low]:.3e}, "
+        f"largest {high} {last[high]:.3e}"
+    ]
+
+
+def rule_lines(job: dict[str, Any]) -> list[str]:
+    """One line per Debugger and Profiler rule: which fired (IssuesFound), which passed."""
+    lines = []
+    for key in ("DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"):
+        for status in job.get(key, []):
+            verdict = status.get("RuleEvaluationStatus", "Unknown")
+            mark = "FIRED" if verdict == "IssuesFound" else verdict
+            detail = f" - {status['StatusDetails']}" if status.get("StatusDetails") else ""
+            lines.append(f"rule {status['RuleConfigurationName']}: {mark}{detail}")
+    if not lines:
+        lines.append("rules: the job has no Debugger or Profiler rules")
+    fired = [line for line in lines if ": FIRED" in line]
+    lines.append(f"rules fired: {len(fired)} of {len(lines)}")
+    return lines
+
+
+def fetch_profiler_report(aws: Aws, job: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Download ``<ProfilerConfig.S3OutputPath>/<job>/rule-output/ProfilerReport*`` if present."""
+    base = job.get("ProfilerConfig", {}).get("S3OutputPath")
+    if not base:
+        return []
+    bucket, _, prefix = base.removeprefix("s3://").partition("/")
+    prefix = f"{prefix.strip('/')}/{job['TrainingJobName']}/rule-output/".lstrip("/")
+    s3 = aws.client("s3")
+    files = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(prefix) :]
+            if not relative.startswith("ProfilerReport") or relative.endswith("/"):
+                continue
+            target = out_dir / "profiler-report" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+            files.append(target)
+    return files
+
+
+def write_report(
+    out_dir: Path,
+    trial_path: str | None = None,
+    aws: Aws | None = None,
+    job_name: str | None = None,
+) -> Report:
+    """Draw the pictures and write ``summary.txt``; with a job, add rules and the profiler report."""
+    job = None
+    if job_name:
+        if aws is None:
+            raise LaunchError("a job name needs AWS access (region, credentials)")
+        job = aws.sagemaker.describe_training_job(TrainingJobName=job_name)
+        trial_path = trial_path or debugger_output_of(job)
+    if not trial_path:
+        raise LaunchError("give a trial (local folder or s3:// prefix) or --job NAME")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = Report(out_dir, lines=[f"trial: {trial_path}"])
+    trial = load_trial(trial_path)
+    losses = loss_series(trial)
+    if losses:
+        report.files.append(plot_losses(losses, out_dir / LOSSES_PNG))
+        report.lines += _loss_lines(losses)
+    else:
+        report.lines.append("losses: the trial has no 'losses' collection")
+    norms = gradient_norms(trial)
+    if norms:
+        report.files.append(plot_gradient_norms(norms, out_dir / GRADIENTS_PNG))
+        report.lines += _gradient_lines(norms)
+    else:
+        report.lines.append("gradients: the trial has no 'gradients' collection")
+    if job is not None and aws is not None:
+        report.lines += rule_lines(job)
+        fetched = fetch_profiler_report(aws, job, out_dir)
+        report.files += fetched
+        report.lines.append(
+            f"profiler report: {len(fetched)} files in {out_dir / 'profiler-report'}"
+            if fetched
+            else "profiler report: not (yet) written for this job"
+        )
+    summary = out_dir / SUMMARY_TXT
+    summary.write_text(report.text + "\n")
+    report.files.append(summary)
+    return report

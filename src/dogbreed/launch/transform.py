@@ -1,0 +1,86 @@
+"""Batch transform: every image under an S3 prefix -> one JSON prediction file per image.
+
+Each object is sent whole (``SplitType=None``, one record per request) as
+``application/x-image``; the server sniffs JPEG/PNG itself. Results land next to each other
+under the output prefix as ``<key>.out``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dogbreed.launch import LaunchError
+from dogbreed.launch.session import Aws, check_name, check_s3_uri
+
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    name: str
+    model_name: str
+    input_uri: str
+    output_uri: str
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    max_concurrent: int = 0  # 0: let SageMaker ask the container (/execution-parameters)
+    max_payload_mb: int = 6
+
+
+def transform_request(spec: TransformSpec, local: bool = False) -> dict[str, Any]:
+    check_name(spec.name)
+    check_name(spec.model_name)
+    if not 1 <= spec.max_payload_mb <= 100:
+        raise LaunchError(f"max payload must be 1-100 MB; got {spec.max_payload_mb}")
+    if spec.instance_count < 1:
+        raise LaunchError(f"instance count must be >= 1; got {spec.instance_count}")
+    request: dict[str, Any] = {
+        "TransformJobName": spec.name,
+        "ModelName": spec.model_name,
+        "BatchStrategy": "SingleRecord",
+        "MaxPayloadInMB": spec.max_payload_mb,
+        "TransformInput": {
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": check_s3_uri(spec.input_uri, "the input prefix", allow_file=local),
+                }
+            },
+            "ContentType": "application/x-image",
+            "SplitType": "None",
+            "CompressionType": "None",
+        },
+        "TransformOutput": {
+            "S3OutputPath": check_s3_uri(spec.output_uri, "the output prefix", allow_file=local),
+            "Accept": "application/json",
+            "AssembleWith": "None",
+        },
+        "TransformResources": {
+            "InstanceType": spec.instance_type,
+            "InstanceCount": spec.instance_count,
+        },
+    }
+    if spec.max_concurrent:
+        request["MaxConcurrentTransforms"] = spec.max_concurrent
+    return request
+
+
+def start_transform(aws: Aws, spec: TransformSpec) -> dict[str, Any]:
+    """Send ``CreateTransformJob`` (in local mode: run it to the end in docker)."""
+    request = transform_request(spec, local=aws.local)
+    aws.sagemaker.create_transform_job(**request)
+    return request
+
+
+def wait_for_transform(aws: Aws, name: str, poll_s: float = 30.0) -> dict[str, Any]:
+    while True:
+        job = aws.sagemaker.describe_transform_job(TransformJobName=name)
+        status = job["TransformJobStatus"]
+        if status == "Completed":
+            return job
+        if status in ("Failed", "Stopped"):
+            reason = job.get("FailureReason", "no reason given")
+            raise LaunchError(f"transform job {name} {status.lower()}: {reason}")
+        time.sleep(poll_s)

@@ -1,0 +1,270 @@
+"""Hyperparameter tuning: ranges, the objective from :mod:`dogbreed.metrics`, the best job.
+
+A range is written ``NAME=KIND:SPEC``::
+
+    lr=continuous:0.001:0.1          (optionally :log / :linear / :reverselog)
+    batch-size=categorical:32,64,128
+    epochs=integer:2:5
+
+Range ends and categories are checked with the trainer's own hyperparameter parser, so a
+tuning job cannot launch training jobs that would fail on their first line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dogbreed import metrics
+from dogbreed.launch import LaunchError
+from dogbreed.launch.jobs import TrainingJobSpec, training_job_request
+from dogbreed.launch.session import Aws, check_name
+
+#: The seed's search space: what ``dogbreed tune`` explores unless told otherwise.
+DEFAULT_RANGES = (
+    "lr=continuous:0.001:0.1:log",
+    "batch-size=categorical:32,64,128,256,512",
+    "epochs=integer:2:5",
+)
+SCALING = {
+    "auto": "Auto",
+    "linear": "Linear",
+    "log": "Logarithmic",
+    "reverselog": "ReverseLogarithmic",
+}
+STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
+#: Keys SageMaker adds to a tuned job's hyperparameters; not ours to send again.
+RESERVED_PREFIXES = ("_", "sagemaker_")
+
+
+@dataclass(frozen=True)
+class Range:
+    name: str
+    kind: str  # "continuous", "integer" or "categorical"
+    values: tuple[str, ...]  # (min, max) or the categories
+    scaling: str = "Auto"
+
+    def request(self) -> dict[str, Any]:
+        if self.kind == "categorical":
+            return {"Name": self.name, "Values": list(self.values)}
+        return {
+            "Name": self.name,
+            "MinValue": self.values[0],
+            "MaxValue": self.values[1],
+            "ScalingType": self.scaling,
+        }
+
+
+def _check_value(name: str, raw: str) -> float | str:
+    from dogbreed.hyperparams import PARSERS, HyperparameterError
+
+    field_name = name.replace("-", "_")
+    try:
+        return PARSERS[field_name](name, raw)
+    except HyperparameterError as error:
+        raise LaunchError(f"bad tuning range: {error}") from None
+
+
+def parse_range(text: str) -> Range:
+    """Parse ``NAME=KIND:SPEC`` (see the module docstring)."""
+    from dogbreed.hyperparams import PARSERS, cli_name
+
+    name, sep, spec = text.partition("=")
+    kind, _, rest = spec.partition(":")
+    name, kind = name.strip(), kind.strip().lower()
+    field_name = name.replace("-", "_")
+    if not sep or field_name not in PARSERS:
+        known = ", ".join(cli_name(n) for n in PARSERS)
+        raise LaunchError(f"bad tuning range {text!r}: NAME must be a hyperparameter ({known})")
+    name = cli_name(field_name)
+    if kind == "categorical":
+        values = tuple(v.strip() for v in rest.split(",") if v.strip())
+        if not values:
+            raise LaunchError(
+                f"bad tuning range {text!r}: give categories, e.g. {name}=categorical:a,b"
+            )
+        for value in values:
+            _check_value(name, value)
+        return Range(name, kind, values)
+    if kind in ("continuous", "integer"):
+        parts = [p.strip() for p in rest.split(":")]
+        if len(parts) not in (2, 3):
+            raise LaunchError(f"bad tuning range {text!r}: use {name}={kind}:MIN:MAX[:SCALING]")
+        scaling = SCALING.get(parts[2].lower()) if len(parts) == 3 else "Auto"
+        if scaling is None:
+            raise LaunchError(
+                f"bad tuning range {text!r}: scaling must be one of {', '.join(SCALING)}"
+            )
+        low, high = (_check_value(name, p) for p in parts[:2])
+        if not isinstance(low, (int, float)) or not low < high:
+            raise LaunchError(f"bad tuning range {text!r}: need numbers with MIN < MAX")
+        if kind == "integer" and not all(float(p).is_integer() for p in parts[:2]):
+            raise LaunchError(f"bad tuning range {text!r}: integer ranges need whole numbers")
+        if scaling == "Logarithmic" and low <= 0:
+            raise LaunchError(f"bad tuning range {text!r}: log scaling needs MIN > 0")
+        return Range(name, kind, (parts[0], parts[1]), scaling)
+    raise LaunchError(f"bad tuning range {text!r}: KIND must be continuous, integer or categorical")
+
+
+def parse_ranges(texts: Sequence[str]) -> list[Range]:
+    """The defaults, with any range the user gives replacing the default of the same name."""
+    ranges = {r.name: r for r in map(parse_range, DEFAULT_RANGES)}
+    ranges.update({r.name: r for r in map(parse_range, texts)})
+    return list(ranges.values())
+
+
+def parameter_ranges(ranges: Sequence[Range]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {
+        "ContinuousParameterRanges": [],
+        "IntegerParameterRanges": [],
+        "CategoricalParameterRanges": [],
+    }
+    for r in ranges:
+        grouped[f"{r.kind.capitalize()}ParameterRanges"].append(r.request())
+    return grouped
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    name: str
+    training: TrainingJobSpec  # its hyperparameters are the static ones
+    ranges: Sequence[Range] = field(default_factory=lambda: parse_ranges([]))
+    max_jobs: int = 12
+    max_parallel_jobs: int = 2
+    strategy: str = "Bayesian"
+    early_stopping: bool = True
+
+
+def tuning_job_request(spec: TuningSpec, region: str) -> dict[str, Any]:
+    """The ``CreateHyperParameterTuningJob`` request (no Debugger: a tuning job cannot carry it)."""
+    check_name(spec.name, max_length=32)
+    if spec.strategy not in STRATEGIES:
+        raise LaunchError(f"strategy must be one of {', '.join(STRATEGIES)}; got {spec.strategy!r}")
+    if not 1 <= spec.max_parallel_jobs <= spec.max_jobs:
+        raise LaunchError(
+            f"need 1 <= max parallel jobs ({spec.max_parallel_jobs}) <= max jobs ({spec.max_jobs})"
+        )
+    tuned = {r.name for r in spec.ranges}
+    if not tuned:
+        raise LaunchError("a tuning job needs at least one range")
+    clash = tuned & set(spec.training.hyperparameters)
+    if clash:
+        raise LaunchError(f"hyperparameter(s) both fixed and tuned: {', '.join(sorted(clash))}")
+    if metrics.OBJECTIVE_METRIC not in {d["Name"] for d in metrics.metric_definitions()}:
+        raise LaunchError(f"objective {metrics.OBJECTIVE_METRIC} has no metric definition")
+    job = training_job_request(spec.training, region)
+    definition = {
+        "StaticHyperParameters": job["HyperParameters"],
+        "AlgorithmSpecification": job["AlgorithmSpecification"],
+        "RoleArn": job["RoleArn"],
+        "InputDataConfig": job["InputDataConfig"],
+        "OutputDataConfig": job["OutputDataConfig"],
+        "ResourceConfig": job["ResourceConfig"],
+        "StoppingCondition": job["StoppingCondition"],
+    }
+    for key in ("EnableManagedSpotTraining", "CheckpointConfig", "Environment"):
+        if key in job:
+            definition[key] = job[key]
+    return {
+        "HyperParameterTuningJobName": spec.name,
+        "HyperParameterTuningJobConfig": {
+            "Strategy": spec.strategy,
+            "HyperParameterTuningJobObjective": {
+                "Type": metrics.OBJECTIVE_TYPE,
+                "MetricName": metrics.OBJECTIVE_METRIC,
+            },
+            "ResourceLimits": {
+                "MaxNumberOfTrainingJobs": spec.max_jobs,
+                "MaxParallelTrainingJobs": spec.max_parallel_jobs,
+            },
+            "ParameterRanges": parameter_ranges(spec.ranges),
+            "TrainingJobEarlyStoppingType": "Auto" if spec.early_stopping else "Off",
+        },
+        "TrainingJobDefinition": definition,
+    }
+
+
+def start_tuning_job(aws: Aws, spec: TuningSpec) -> dict[str, Any]:
+    if aws.local:
+        raise LaunchError("SageMaker has no local hyperparameter tuning; run tune on AWS")
+    request = tuning_job_request(spec, aws.region)
+    aws.sagemaker.create_hyper_parameter_tuning_job(**request)
+    return request
+
+
+@dataclass(frozen=True)
+class BestJob:
+    tuning_job: str
+    status: str
+    training_job: str
+    objective: str
+    value: float
+    hyperparameters: dict[str, str]
+
+    def summary(self) -> str:
+        params = " ".join(f"{k}={v}" for k, v in sorted(self.hyperparameters.items()))
+        return (
+            f"tuning job {self.tuning_job} ({self.status}): best training job {self.training_job}, "
+            f"{self.objective}={self.value:.4f}; hyperparameters: {params}"
+        )
+
+
+def best_job(aws: Aws, tuning_job: str) -> BestJob:
+    """The best training job so far and its tuned hyperparameters."""
+    described = aws.sagemaker.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=tuning_job
+    )
+    best = described.get("BestTrainingJob")
+    status = described["HyperParameterTuningJobStatus"]
+    if not best:
+        reason = described.get("FailureReason", "")
+        raise LaunchError(
+            f"tuning job {tuning_job} ({status}) has no completed training job yet"
+            + (f": {reason}" if reason else "")
+        )
+    metric = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
+    return BestJob(
+        tuning_job=tuning_job,
+        status=status,
+        training_job=best["TrainingJobName"],
+        objective=metric.get("MetricName", metrics.OBJECTIVE_METRIC),
+        value=float(metric.get("Value", float("nan"))),
+        hyperparameters=dict(best.get("TunedHyperParameters", {})),
+    )
+
+
+def wait_for_tuning_job(aws: Aws, tuning_job: str, poll_s: float = 60.0) -> BestJob:
+    while True:
+        described = aws.sagemaker.describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=tuning_job
+        )
+        status = described["HyperParameterTuningJobStatus"]
+        if status in ("Completed", "Stopped", "Failed"):
+            return best_job(aws, tuning_job)
+        time.sleep(poll_s)
+
+
+def hyperparameters_of(aws: Aws, training_job: str) -> dict[str, str]:
+    """A finished job's hyperparameters (static and tuned), without SageMaker's own keys."""
+    job = aws.sagemaker.describe_training_job(TrainingJobName=training_job)
+    return {
+        k: v
+        for k, v in job.get("HyperParameters", {}).items()
+        if not k.startswith(RESERVED_PREFIXES)
+    }
+
+
+def best_hyperparameters(aws: Aws, tuning_job: str) -> dict[str, str]:
+    """What ``dogbreed train --from-tuning-job`` starts from: the best job's full set."""
+    return hyperparameters_of(aws, best_job(aws, tuning_job).training_job)
+
+
+def merge(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """``overrides`` on top of ``base``, names in the trainer's spelling (``batch-size``)."""
+    from dogbreed.hyperparams import cli_name
+
+    merged = {cli_name(k.replace("-", "_")): v for k, v in base.items()}
+    merged.update({cli_name(k.replace("-", "_")): v for k, v in overrides.items()})
+    return merged
