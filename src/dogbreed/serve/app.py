@@ -1,0 +1,296 @@
+"""The Flask app: SageMaker's /ping, /invocations and /execution-parameters, errors as JSON.
+
+Each gunicorn worker builds one app; the model loads and warms up on a background thread so that
+/ping can answer 503 (not hang) until the worker is ready.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import torch
+from flask import Flask, Response, request
+from PIL import Image
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from dogbreed.serve.batcher import BatcherStopped
+from dogbreed.serve.config import ServerSettings
+from dogbreed.serve.predictor import InputError, Predictor
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+#: Exit status gunicorn's arbiter reads as "worker failed to boot": it stops instead of respawning.
+WORKER_BOOT_ERROR = 3
+_TOP_K_ATTRIBUTE = re.compile(r"(?:^|[,;&\s])top_k\s*=\s*([^,;&\s]*)")
+
+
+class ApiError(Exception):
+    """A request the server refuses, with its HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status=status, mimetype=JSON, headers=headers)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    body = {"status": status, "error": HTTP_STATUS_CODES.get(status, "Error"), "message": message}
+    return json_response(body, status, headers)
+
+
+def parse_top_k(header: str | None, query: list[str], default: int, num_classes: int) -> int:
+    """``top_k`` from the custom-attributes header (``top_k=3``) or ``?top_k=3``, capped at classes."""
+    found: list[tuple[str, str]] = []
+    if header:
+        found += [(f"{CUSTOM_ATTRIBUTES} top_k", m) for m in _TOP_K_ATTRIBUTE.findall(header)]
+    found += [("query parameter top_k", value) for value in query]
+    if not found:
+        return min(default, num_classes)
+    values = set()
+    for source, raw in found:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ApiError(400, f"{source} must be a positive integer, got {raw!r}") from None
+        if value < 1:
+            raise ApiError(400, f"{source} must be >= 1, got {value}")
+        values.add(value)
+    if len(values) > 1:
+        raise ApiError(400, f"conflicting top_k values {sorted(values)}: give one")
+    return min(values.pop(), num_classes)
+
+
+def decode_base64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ApiError(400, f"{what} must be a base64 string, got {type(text).__name__}")
+    if text.startswith("data:") and "," in text:  # a data URL: data:image/jpeg;base64,....
+        text = text.split(",", 1)[1]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, f"{what} is not valid base64: {exc}") from None
+    if not data:
+        raise ApiError(400, f"{what} is empty")
+    return data
+
+
+def images_from_json(body: bytes, max_images: int) -> tuple[list[bytes], list[str]]:
+    """``{"images": ["<base64>", ...]}`` -> image bytes and their names for error messages."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(document, dict) or "images" not in document:
+        raise ApiError(400, 'JSON body must be an object {"images": ["<base64 image>", ...]}')
+    images = document["images"]
+    if not isinstance(images, list) or not images:
+        raise ApiError(400, '"images" must be a non-empty list of base64 strings')
+    if len(images) > max_images:
+        raise ApiError(
+            413,
+            f"{len(images)} images in one request, more than the limit of {max_images} "
+            "(DOGBREED_MAX_IMAGES_PER_REQUEST): split them over several requests",
+        )
+    names = [f"images[{i}]" for i in range(len(images))]
+    return [decode_base64(text, name) for text, name in zip(images, names, strict=True)], names
+
+
+class ModelState:
+    """The worker's predictor once loaded and warmed up; the load error if it failed."""
+
+    def __init__(self) -> None:
+        self.predictor: Predictor | None = None
+        self.loaded_in_s: float | None = None
+
+    def load(self, settings: ServerSettings, device: str) -> None:
+        start = time.perf_counter()
+        predictor = Predictor.from_artifact(
+            settings.model_dir,
+            device,
+            max_batch_size=settings.max_batch_size,
+            max_batch_wait_s=settings.max_batch_wait_s,
+            max_image_pixels=settings.max_image_pixels,
+            decode_slots=max(1, settings.torch_threads),
+            timeout_s=settings.timeout_s,
+        )
+        predictor.warm_up(settings.warmup_rounds)
+        self.loaded_in_s = time.perf_counter() - start
+        self.predictor = predictor
+        log.info(
+            "worker %d ready: %d classes, image size %d, device %s, loaded in %.1fs",
+            os.getpid(),
+            predictor.num_classes,
+            predictor.spec.image_size,
+            device,
+            self.loaded_in_s,
+        )
+
+
+def worker_device(settings: ServerSettings) -> str:
+    """This worker's device: ``cuda:<DOGBREED_CUDA_INDEX>`` (set at fork) on GPU, else ``cpu``."""
+    if settings.device == "cuda":
+        return f"cuda:{os.environ.get('DOGBREED_CUDA_INDEX', '0')}"
+    return "cpu"
+
+
+def configure_worker(settings: ServerSettings) -> None:
+    """Per-process settings: torch threads, PIL's own bomb limit, logging."""
+    torch.set_num_threads(settings.torch_threads)
+    with contextlib.suppress(RuntimeError):  # already set in this process
+        torch.set_num_interop_threads(1)
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse those ourselves
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
+        )
+
+
+def start_loading(
+    state: ModelState, settings: ServerSettings, on_failure: Callable[[], None]
+) -> None:
+    def run() -> None:
+        try:
+            state.load(settings, worker_device(settings))
+        except Exception:
+            log.exception("cannot load the model from %s", settings.model_dir)
+            on_failure()
+
+    threading.Thread(target=run, name="dogbreed-model-loader", daemon=True).start()
+
+
+def _exit_boot_error() -> None:
+    os._exit(WORKER_BOOT_ERROR)
+
+
+def create_app(
+    settings: ServerSettings, on_load_failure: Callable[[], None] = _exit_boot_error
+) -> Flask:
+    """The WSGI app for one worker; starts loading the model in the background."""
+    configure_worker(settings)
+    app = Flask("dogbreed.serve")
+    # One byte over the limit: a chunked body (no Content-Length) is cut there, not rejected, so
+    # reading limit + 1 bytes is how an oversized one shows.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes + 1
+    state = ModelState()
+    app.extensions["dogbreed"] = state
+    start_loading(state, settings, on_load_failure)
+
+    def ready_predictor() -> Predictor:
+        if state.predictor is None:
+            raise ApiError(503, "the model is still loading", {"Retry-After": "1"})
+        return state.predictor
+
+    @app.get("/ping")
+    def ping() -> Response:
+        if state.predictor is None:
+            return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
+        return json_response({"status": "ready"})
+
+    @app.get("/execution-parameters")
+    def execution_parameters() -> Response:
+        return json_response(
+            {
+                "MaxConcurrentTransforms": settings.max_concurrent_requests,
+                "BatchStrategy": "SINGLE_RECORD",
+                "MaxPayloadInMB": settings.max_payload_mb,
+            }
+        )
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        predictor = ready_predictor()
+        if request.accept_mimetypes and not request.accept_mimetypes.best_match([JSON]):
+            raise ApiError(
+                406,
+                f"cannot answer with Accept: {request.headers.get('Accept')}; responses are {JSON}",
+            )
+        content_type = request.mimetype
+        if content_type not in (*IMAGE_TYPES, JSON):
+            raise ApiError(
+                415,
+                f"unsupported Content-Type {request.content_type or '(none)'!r}; "
+                f"send one of {', '.join((*IMAGE_TYPES, JSON))}",
+            )
+        top_k = parse_top_k(
+            request.headers.get(CUSTOM_ATTRIBUTES),
+            request.args.getlist("top_k"),
+            settings.default_top_k,
+            predictor.num_classes,
+        )
+        body = request.get_data(cache=False)
+        if len(body) > settings.max_payload_bytes:
+            raise RequestEntityTooLarge()
+        if not body:
+            raise ApiError(400, "the request body is empty: send an image or a JSON document")
+        if content_type == JSON:
+            images, names = images_from_json(body, settings.max_images_per_request)
+        else:
+            images, names = [body], ["image"]
+        predictions = predictor.predict(images, top_k, names)
+        return json_response({"predictions": [[p.as_dict() for p in row] for row in predictions]})
+
+    @app.after_request
+    def echo_custom_attributes(response: Response) -> Response:
+        attributes = request.headers.get(CUSTOM_ATTRIBUTES)
+        if attributes is not None:
+            response.headers[CUSTOM_ATTRIBUTES] = attributes
+        return response
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(InputError)
+    def input_error(exc: InputError) -> Response:
+        return error_response(exc.status, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 413:
+            message = (
+                f"the request body exceeds the {settings.max_payload_bytes:,}-byte limit "
+                "(SAGEMAKER_MAX_PAYLOAD_IN_MB)"
+            )
+        else:
+            message = exc.description or exc.name
+        return error_response(status, message)
+
+    @app.errorhandler(FutureTimeout)
+    def inference_timeout(exc: FutureTimeout) -> Response:
+        return error_response(503, f"inference did not finish within {settings.timeout_s}s")
+
+    @app.errorhandler(BatcherStopped)
+    def batcher_stopped(exc: BatcherStopped) -> Response:
+        return error_response(503, "the server is shutting down")
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> Response:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+    return app

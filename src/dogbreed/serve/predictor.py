@@ -1,0 +1,196 @@
+"""Bytes in, top-k breeds out: decode safely, preprocess with the training eval transform, infer.
+
+Decoding and preprocessing run on the request threads (a few at a time, to bound memory and CPU);
+the forward pass runs on the :class:`~dogbreed.serve.batcher.Batcher` thread, which gathers the
+inputs of concurrent requests into one batch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torchvision.transforms import v2 as T
+
+from dogbreed.artifact import ModelSpec, load_artifact
+from dogbreed.presets import eval_transform, to_rgb
+from dogbreed.serve.batcher import Batcher
+
+log = logging.getLogger(__name__)
+
+#: Formats the server decodes, whatever image content type the client declared.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+class InputError(ValueError):
+    """The request holds something the server cannot turn into a prediction (HTTP 400)."""
+
+    status = 400
+
+
+class ImageTooLarge(InputError):
+    """An image whose pixel count exceeds the configured limit (HTTP 413)."""
+
+    status = 413
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    class_index: int
+    probability: float
+
+    def as_dict(self) -> dict[str, str | int | float]:
+        return {
+            "label": self.label,
+            "class_index": self.class_index,
+            "probability": self.probability,
+        }
+
+
+def _resize_size(transform: T.Compose) -> int:
+    """The short-side size the eval transform resizes to (read from it, not re-derived)."""
+    for step in transform.transforms:
+        if isinstance(step, T.Resize) and step.size:
+            return int(step.size[0] if isinstance(step.size, list | tuple) else step.size)
+    raise ValueError("the eval transform has no Resize step")
+
+
+def decode_image(data: bytes, max_pixels: int, resize_to: int, what: str = "image") -> Image.Image:
+    """Decode ``data`` into an upright RGB image, refusing bombs before their pixels are decoded.
+
+    ``resize_to`` is the eval transform's short-side size: an image so elongated that resizing it
+    would exceed ``max_pixels`` is refused too.
+    """
+    if not data:
+        raise InputError(f"{what} is empty: send the bytes of a JPEG or PNG image")
+    try:
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{what} is refused as a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"{what} is not a decodable image ({len(data)} bytes starting {data[:8]!r}); "
+            f"supported formats: {', '.join(IMAGE_FORMATS)}"
+        ) from None
+    except Exception as exc:  # corrupt headers surface as many exception types
+        raise InputError(f"{what} has an unreadable header: {exc}") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InputError(f"{what} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,} pixels (DOGBREED_MAX_IMAGE_PIXELS)"
+        )
+    short, long = sorted((width, height))
+    resized_pixels = resize_to * resize_to * long // short
+    if resized_pixels > max_pixels:
+        raise InputError(
+            f"{what} is {width}x{height}: its aspect ratio is too extreme to resize "
+            f"({resized_pixels:,} pixels after resizing the short side to {resize_to})"
+        )
+    try:
+        image.load()
+        return to_rgb(image)
+    except Exception as exc:  # truncated data, bad chunks, decoder errors...
+        raise InputError(f"cannot decode {what} ({image.format} {width}x{height}): {exc}") from None
+
+
+class Predictor:
+    """A loaded model, its preprocessing and its batcher: ``predict(list of image bytes, k)``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: ModelSpec,
+        device: torch.device,
+        *,
+        max_batch_size: int,
+        max_batch_wait_s: float = 0.0,
+        max_image_pixels: int,
+        decode_slots: int = 1,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.model = model.to(device, memory_format=torch.channels_last).eval()
+        self.transform = eval_transform(spec.image_size, spec.mean, spec.std)
+        self.resize_to = _resize_size(self.transform)
+        self.max_image_pixels = max_image_pixels
+        self.timeout_s = timeout_s
+        self._decode_slots = threading.BoundedSemaphore(decode_slots)
+        self.batcher = Batcher(self.forward, max_batch_size, max_batch_wait_s)
+
+    @classmethod
+    def from_artifact(
+        cls, model_dir: Path, device: torch.device | str = "cpu", **kwargs
+    ) -> Predictor:
+        device = torch.device(device)
+        model, spec = load_artifact(model_dir, device)
+        return cls(model, spec, device, **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (float32, on CPU) for a preprocessed batch."""
+        with torch.inference_mode():
+            inputs = batch.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+            return torch.softmax(self.model(inputs).float(), dim=1).cpu()
+
+    def preprocess(self, data: bytes, what: str = "image") -> torch.Tensor:
+        """Decode and transform one image exactly as the training job's evaluation does."""
+        with self._decode_slots:
+            image = decode_image(data, self.max_image_pixels, self.resize_to, what)
+            return self.transform(image)
+
+    def probabilities(self, images: list[bytes], names: list[str] | None = None) -> torch.Tensor:
+        """Class probabilities per image; preprocessed one batch at a time to bound memory."""
+        names = names or ["image"] * len(images)
+        step = self.batcher.max_batch_size
+        rows = []
+        for start in range(0, len(images), step):
+            chunk = zip(images[start : start + step], names[start : start + step], strict=True)
+            tensors = [self.preprocess(data, name) for data, name in chunk]
+            rows.append(self.batcher.run(tensors, self.timeout_s))
+        return torch.cat(rows)
+
+    def predict(
+        self, images: list[bytes], top_k: int, names: list[str] | None = None
+    ) -> list[list[Prediction]]:
+        """The ``top_k`` most likely breeds (k bounded by the class count) for each image."""
+        probs = self.probabilities(images, names)
+        values, indices = probs.topk(min(top_k, self.num_classes), dim=1)
+        return [
+            [
+                Prediction(self.spec.class_names[i], i, float(p))
+                for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)
+            ]
+            for row_values, row_indices in zip(values, indices, strict=True)
+        ]
+
+    def warm_up(self, rounds: int = 1) -> None:
+        """One full pass (encode, decode, preprocess, batch, forward), then ``rounds`` full batches."""
+        rng = np.random.default_rng(0)
+        size = self.spec.image_size
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG")
+        self.predict([buffer.getvalue()], top_k=1)
+        for _ in range(rounds):
+            self.forward(torch.zeros(self.batcher.max_batch_size, 3, size, size))
+        log.info(
+            "warm-up done on %s: 1 image, %d batches of %d",
+            self.device,
+            rounds,
+            self.batcher.max_batch_size,
+        )

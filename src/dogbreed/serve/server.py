@@ -1,0 +1,136 @@
+"""``dogbreed-serve``: gunicorn (gthread workers) running the Flask app, as SageMaker expects.
+
+The master process stays light: it reads the settings, checks that the model directory holds a
+readable ``model.json`` and forks the workers; each worker loads the weights itself (torch thread
+pools and CUDA contexts do not survive a fork). SIGTERM stops accepting connections and lets
+in-flight requests finish within ``DOGBREED_GRACEFUL_TIMEOUT`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from dogbreed.artifact import WEIGHTS_FILE, ArtifactError, load_spec, resolve_model_dir
+from dogbreed.serve.config import ConfigError, ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class ModelServer(BaseApplication):
+    """A gunicorn application configured from :class:`ServerSettings`, not from a config file."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options: dict[str, Any] = {
+            "bind": [f"{s.host}:{s.port}"],
+            "worker_class": "gthread",
+            "workers": s.workers,
+            "threads": s.threads,
+            "timeout": s.timeout_s,
+            "graceful_timeout": s.graceful_timeout_s,
+            "keepalive": s.keepalive_s,
+            "preload_app": False,
+            "post_fork": self.post_fork,
+            "errorlog": "-",
+            "loglevel": "info",
+            "proc_name": "dogbreed-serve",
+        }
+        if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25: no shared ctl socket
+            options["control_socket_disable"] = True
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def post_fork(self, server: Any, worker: Any) -> None:
+        """Spread GPU workers over the visible devices (worker ages count up from 1)."""
+        if self.settings.device == "cuda":
+            from dogbreed.serve.config import cuda_device_count
+
+            os.environ["DOGBREED_CUDA_INDEX"] = str(worker.age % max(1, cuda_device_count()))
+
+    def load(self) -> Any:
+        from dogbreed.serve.app import create_app
+
+        return create_app(self.settings)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="dogbreed-serve",
+        description="Serve a dogbreed model over SageMaker's /ping and /invocations contract. "
+        "Settings come from the environment (see docs/serving.md); options override them.",
+    )
+    parser.add_argument(
+        "command", nargs="?", choices=["serve"], help="accepted for `docker run IMAGE serve`"
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="model directory or model.tar.gz (default: $SM_MODEL_DIR or /opt/ml/model)",
+    )
+    parser.add_argument("--host", help="address to bind (default: $DOGBREED_BIND_HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default: $SAGEMAKER_BIND_TO_PORT or 8080)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: from the hardware)")
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    env = dict(os.environ)
+    if args.workers is not None:
+        env["MODEL_SERVER_WORKERS"] = str(args.workers)
+        env.pop("SAGEMAKER_MODEL_SERVER_WORKERS", None)
+    settings = ServerSettings.from_env(env)
+    overrides = {
+        key: value
+        for key, value in (("model_dir", args.model_dir), ("host", args.host), ("port", args.port))
+        if value is not None
+    }
+    return dataclasses.replace(settings, **overrides)
+
+
+def check_model_dir(settings: ServerSettings) -> ServerSettings:
+    """Fail fast, in the master, on a missing or malformed artifact; extract a tarball once."""
+    model_dir = resolve_model_dir(settings.model_dir)
+    spec = load_spec(model_dir)
+    if not (model_dir / WEIGHTS_FILE).is_file():
+        raise ArtifactError(f"no {WEIGHTS_FILE} in {model_dir}")
+    log.info(
+        "model %s: %d classes, image size %d; %d %s worker(s) x %d threads, %d torch threads each",
+        model_dir,
+        spec.num_classes,
+        spec.image_size,
+        settings.workers,
+        settings.device,
+        settings.threads,
+        settings.torch_threads,
+    )
+    return dataclasses.replace(settings, model_dir=model_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
+    )
+    args = parse_args(argv)
+    try:
+        settings = check_model_dir(settings_from_args(args))
+    except (ConfigError, ArtifactError) as exc:
+        print(f"dogbreed-serve: {exc}", file=sys.stderr)
+        return 2
+    ModelServer(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

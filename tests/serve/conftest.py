@@ -1,0 +1,192 @@
+"""Fixtures for the server tests: a tiny real model artifact, test images, real gunicorn servers."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from dogbreed.artifact import ModelSpec, save_artifact
+from dogbreed.model import build_model
+
+CLASS_NAMES = [
+    "001.Affenpinscher",
+    "002.Afghan_hound",
+    "003.Airedale_terrier",
+    "004.Akita",
+    "005.Alaskan_malamute",
+]
+IMAGE_SIZE = 64
+SERVE_BIN = Path(sys.executable).with_name("dogbreed-serve")
+
+
+def textured_pixels(height: int, width: int, seed: int) -> np.ndarray:
+    """Gradients plus noise: an image whose classes differ (flat colours would all look alike)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    freq = rng.uniform(0.02, 0.2, 3)
+    channels = [127 + 100 * np.sin(freq[c] * (x + (c + 1) * y) + phase[c]) for c in range(3)]
+    pixels = np.stack(channels, axis=-1) + rng.normal(0, 20, (height, width, 3))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def encode(image: Image.Image, fmt: str, **save_args: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
+    return encode(Image.fromarray(textured_pixels(size[1], size[0], seed)), "JPEG", quality=90)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1234)
+    model = build_model(len(CLASS_NAMES))
+    # Random BatchNorm statistics so the seeded model gives distinct, image-dependent outputs.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("artifact") / "model"
+    spec = ModelSpec(
+        class_names=CLASS_NAMES,
+        image_size=IMAGE_SIZE,
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+    )
+    save_artifact(path, model, spec)
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One file per awkward case the server must handle (modes, formats, EXIF orientation)."""
+    out = tmp_path_factory.mktemp("images")
+    rgb = Image.fromarray(textured_pixels(60, 80, seed=7))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray(textured_pixels(60, 80, seed=8)[:, :, 0]))
+    cases = {
+        "rgb.jpg": encode(rgb, "JPEG", quality=90),
+        "exif_rotated.jpg": encode(rgb, "JPEG", quality=90, exif=exif),
+        "gray.jpg": encode(rgb.convert("L"), "JPEG"),
+        "cmyk.jpg": encode(rgb.convert("CMYK"), "JPEG"),
+        "rgb.png": encode(rgb, "PNG"),
+        "rgba.png": encode(rgba, "PNG"),
+        "palette.png": encode(rgb.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        "palette_transparent.gif": encode(rgb.convert("P"), "GIF", transparency=0),
+        "gray16.png": encode(
+            Image.fromarray(textured_pixels(60, 80, 9)[:, :, 0].astype(np.uint16) * 256), "PNG"
+        ),
+        "la.png": encode(rgb.convert("LA"), "PNG"),
+        "rgb.webp": encode(rgb, "WEBP"),
+    }
+    for name, data in cases.items():
+        (out / name).write_bytes(data)
+    return {name: out / name for name in cases}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A real ``dogbreed-serve`` process on 127.0.0.1."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def worker_pids(self) -> set[int]:
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
+
+    def worker_rss(self) -> dict[int, int]:
+        return {
+            child.pid: child.memory_info().rss
+            for child in psutil.Process(self.process.pid).children()
+        }
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, workers: int = 1, timeout_s: float = 90.0) -> None:
+        """Until /ping answers 200 and ``workers`` workers have logged that they are ready."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                ping = requests.get(f"{self.url}/ping", timeout=2).status_code
+            except requests.RequestException:  # not listening yet, or workers still booting
+                ping = None
+            if ping == 200 and len(re.findall(r"worker \d+ ready", self.log())) >= workers:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout_s}s:\n{self.log()}")
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(model_dir: Path, log_dir: Path, **env: str) -> Server:
+    assert SERVE_BIN.exists(), f"{SERVE_BIN} missing: pip install -e . to create the console script"
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "DOGBREED_BIND_HOST": "127.0.0.1",
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SM_MODEL_DIR": str(model_dir),
+        **env,
+    }
+    log_path = log_dir / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(SERVE_BIN), "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    return Server(process, f"http://127.0.0.1:{port}", log_path)
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two workers sharing the two cores (one torch thread each), as the tests' shared server."""
+    srv = start_server(
+        model_dir,
+        tmp_path_factory.mktemp("logs"),
+        MODEL_SERVER_WORKERS="2",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
+        DOGBREED_MAX_IMAGE_PIXELS="1000000",
+    )
+    try:
+        srv.wait_ready(workers=2)
+        yield srv
+    finally:
+        srv.stop()

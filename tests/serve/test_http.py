@@ -1,0 +1,274 @@
+"""The server over real HTTP: a real gunicorn process on 127.0.0.1, requests as clients send them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from dogbreed.artifact import load_artifact
+from dogbreed.presets import eval_transform, to_rgb
+
+from .conftest import CLASS_NAMES, Server, encode, jpeg_bytes
+
+MIB = 1024 * 1024
+ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+
+
+def invoke(
+    server: Server,
+    body: bytes,
+    content_type: str | None = "image/jpeg",
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> requests.Response:
+    all_headers = {"Content-Type": content_type} if content_type else {}
+    all_headers.update(headers or {})
+    return requests.post(
+        f"{server.url}/invocations", data=body, headers=all_headers, params=params, timeout=60
+    )
+
+
+def assert_error(response: requests.Response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["status"] == status
+    for word in words:
+        assert word.lower() in body["message"].lower(), body["message"]
+
+
+def in_process_probabilities(model_dir: Path, image: Image.Image) -> torch.Tensor:
+    """The reference: the artifact and the training eval transform, no server code involved."""
+    model, spec = load_artifact(model_dir)
+    tensor = eval_transform(spec.image_size, spec.mean, spec.std)(to_rgb(image))
+    with torch.inference_mode():
+        return torch.softmax(model(tensor.unsqueeze(0)), dim=1)[0]
+
+
+def as_vector(predictions: list[dict]) -> torch.Tensor:
+    """A full top-k list (k = all classes) back into a probability vector by class index."""
+    vector = torch.zeros(len(CLASS_NAMES))
+    for p in predictions:
+        assert p["label"] == CLASS_NAMES[p["class_index"]]
+        vector[p["class_index"]] = p["probability"]
+    return vector
+
+
+def test_ping_answers_ready(server: Server) -> None:
+    response = requests.get(f"{server.url}/ping", timeout=2)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+    assert response.elapsed.total_seconds() < 0.5
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rgb.jpg",
+        "exif_rotated.jpg",
+        "gray.jpg",
+        "cmyk.jpg",
+        "rgb.png",
+        "rgba.png",
+        "palette.png",
+        "palette_transparent.gif",
+        "gray16.png",
+        "la.png",
+        "rgb.webp",
+    ],
+)
+def test_every_image_mode_and_format_matches_in_process_prediction(
+    server: Server, model_dir: Path, image_files: dict[str, Path], name: str
+) -> None:
+    data = image_files[name].read_bytes()
+    content_type = "image/png" if name.endswith(".png") else "application/x-image"
+    response = invoke(server, data, content_type, params={"top_k": str(len(CLASS_NAMES))})
+    assert response.status_code == 200, response.text
+    (predictions,) = response.json()["predictions"]
+    probabilities = [p["probability"] for p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    expected = in_process_probabilities(model_dir, Image.open(image_files[name]))
+    torch.testing.assert_close(as_vector(predictions), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_exif_orientation_is_applied(
+    server: Server, model_dir: Path, image_files: dict[str, Path]
+) -> None:
+    response = invoke(server, image_files["exif_rotated.jpg"].read_bytes(), params={"top_k": "5"})
+    served = as_vector(response.json()["predictions"][0])
+    pixels = Image.open(image_files["rgb.jpg"])  # same pixels, no orientation tag
+    upright = in_process_probabilities(model_dir, pixels.transpose(Image.Transpose.ROTATE_270))
+    sideways = in_process_probabilities(model_dir, pixels)
+    torch.testing.assert_close(served, upright, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(served, sideways, atol=1e-4)
+
+
+def test_json_carries_several_images_in_order(server: Server) -> None:
+    images = [jpeg_bytes(seed) for seed in range(5)]
+    body = json.dumps({"images": [base64.b64encode(b).decode() for b in images]})
+    response = invoke(server, body.encode(), "application/json", params={"top_k": "5"})
+    assert response.status_code == 200, response.text
+    together = response.json()["predictions"]
+    assert len(together) == 5
+    for data, row in zip(images, together, strict=True):
+        alone = invoke(server, data, params={"top_k": "5"}).json()["predictions"][0]
+        torch.testing.assert_close(as_vector(row), as_vector(alone), atol=1e-5, rtol=1e-4)
+
+
+def test_json_accepts_data_urls(server: Server) -> None:
+    url = "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(3)).decode()
+    response = invoke(server, json.dumps({"images": [url]}).encode(), "application/json")
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "params", "expected"),
+    [
+        ({}, {}, 5),  # the default (5) bounded by the 5 classes
+        ({ATTRIBUTES: "top_k=3"}, {}, 3),
+        ({ATTRIBUTES: "trace=abc,top_k=2;x=1"}, {}, 2),
+        ({}, {"top_k": "1"}, 1),
+        ({ATTRIBUTES: "top_k=2"}, {"top_k": "2"}, 2),
+        ({}, {"top_k": "1000"}, 5),  # bounded by the number of classes
+    ],
+)
+def test_top_k_from_header_or_query(
+    server: Server, headers: dict[str, str], params: dict[str, str], expected: int
+) -> None:
+    response = invoke(server, jpeg_bytes(1), headers=headers, params=params)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"][0]) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "params", "words"),
+    [
+        ({ATTRIBUTES: "top_k=0"}, {}, (">= 1",)),
+        ({ATTRIBUTES: "top_k=abc"}, {}, ("top_k", "abc")),
+        ({}, {"top_k": "-2"}, (">= 1",)),
+        ({}, {"top_k": "2.5"}, ("positive integer",)),
+        ({}, {"top_k": ""}, ("positive integer",)),
+        ({ATTRIBUTES: "top_k=1"}, {"top_k": "3"}, ("conflicting",)),
+    ],
+)
+def test_bad_top_k_is_400(
+    server: Server, headers: dict[str, str], params: dict[str, str], words: tuple[str, ...]
+) -> None:
+    assert_error(invoke(server, jpeg_bytes(1), headers=headers, params=params), 400, *words)
+
+
+def test_custom_attributes_are_echoed(server: Server) -> None:
+    attributes = "top_k=1,request_id=42"
+    ok = invoke(server, jpeg_bytes(2), headers={ATTRIBUTES: attributes})
+    assert ok.headers[ATTRIBUTES] == attributes
+    bad = invoke(server, b"", headers={ATTRIBUTES: attributes})
+    assert bad.headers[ATTRIBUTES] == attributes
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/json", "*/*", "application/*", "text/html, */*;q=0.1"]
+)
+def test_json_compatible_accept_headers_are_served(server: Server, accept: str) -> None:
+    assert invoke(server, jpeg_bytes(4), headers={"Accept": accept}).status_code == 200
+
+
+@pytest.mark.parametrize("accept", ["text/html", "image/png", "text/csv, application/xml"])
+def test_unsupported_accept_is_406(server: Server, accept: str) -> None:
+    assert_error(invoke(server, jpeg_bytes(4), headers={"Accept": accept}), 406, accept)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/octet-stream", "image/gif", None]
+)
+def test_unsupported_content_type_is_415(server: Server, content_type: str | None) -> None:
+    response = invoke(server, jpeg_bytes(5), content_type)
+    assert_error(response, 415, "content-type", "image/jpeg")
+
+
+def test_truncated_jpeg_is_400(server: Server) -> None:
+    data = jpeg_bytes(6, size=(200, 160))
+    assert_error(invoke(server, data[: len(data) // 2]), 400, "truncated")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "words"),
+    [
+        (b"", "image/jpeg", ("empty",)),
+        (b"definitely not an image", "image/png", ("not a decodable image",)),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 64, "image/jpeg", ("image",)),
+        (b"", "application/json", ("empty",)),
+        (b"{not json", "application/json", ("not valid json",)),
+        (b"[" * 100_000, "application/json", ("not valid json",)),
+        (b"\xff\xfe{", "application/json", ("not valid json",)),
+        (b'["a"]', "application/json", ('"images"',)),
+        (b'{"instances": []}', "application/json", ('"images"',)),
+        (b'{"images": []}', "application/json", ("non-empty",)),
+        (b'{"images": "abc"}', "application/json", ("non-empty list",)),
+        (b'{"images": [42]}', "application/json", ("images[0]", "base64 string")),
+        (b'{"images": ["***"]}', "application/json", ("images[0]", "not valid base64")),
+        (b'{"images": [""]}', "application/json", ("images[0]", "empty")),
+        (b'{"images": ["aGVsbG8="]}', "application/json", ("images[0]", "not a decodable image")),
+    ],
+)
+def test_bad_bodies_are_400_and_name_the_problem(
+    server: Server, body: bytes, content_type: str, words: tuple[str, ...]
+) -> None:
+    assert_error(invoke(server, body, content_type), 400, *words)
+
+
+def test_bad_image_inside_json_is_named_by_position(server: Server) -> None:
+    good = base64.b64encode(jpeg_bytes(1)).decode()
+    bad = base64.b64encode(b"GIF89a broken").decode()
+    response = invoke(server, json.dumps({"images": [good, bad]}).encode(), "application/json")
+    assert_error(response, 400, "images[1]")
+
+
+def test_body_over_the_limit_is_413(server: Server) -> None:
+    assert_error(invoke(server, b"\xff" * (MIB + 1)), 413, "1,048,576-byte limit")
+
+
+def test_chunked_body_over_the_limit_is_413(server: Server) -> None:
+    chunks = (b"\xff" * 65536 for _ in range(20))  # no Content-Length: chunked transfer
+    assert_error(invoke(server, chunks), 413, "limit")  # type: ignore[arg-type]
+
+
+def test_too_many_images_in_one_request_is_413(server: Server) -> None:
+    tiny = base64.b64encode(encode(Image.new("RGB", (1, 1)), "PNG")).decode()
+    body = json.dumps({"images": [tiny] * 257}).encode()
+    assert_error(invoke(server, body, "application/json"), 413, "257 images", "256")
+
+
+def test_decompression_bomb_is_refused_by_pixel_count(server: Server) -> None:
+    # The shared server allows 1,000,000 pixels; this PNG declares 1,500x1,000 in 6 KB.
+    bomb = encode(Image.new("L", (1500, 1000)), "PNG")
+    assert len(bomb) < 10_000
+    assert_error(invoke(server, bomb, "image/png"), 413, "1,500,000 pixels", "1,000,000")
+    huge = encode(Image.new("1", (6000, 6000)), "PNG")  # past PIL's own 2x bomb limit
+    assert_error(invoke(server, huge, "image/png"), 413, "decompression bomb")
+
+
+def test_extreme_aspect_ratio_is_refused(server: Server) -> None:
+    strip = encode(Image.new("RGB", (1, 4000)), "PNG")
+    assert_error(invoke(server, strip, "image/png"), 400, "aspect ratio")
+
+
+def test_unknown_routes_and_methods_answer_json(server: Server) -> None:
+    assert_error(requests.get(f"{server.url}/nope", timeout=5), 404)
+    assert_error(requests.get(f"{server.url}/invocations", timeout=5), 405)
+
+
+def test_execution_parameters_match_the_server_limits(server: Server) -> None:
+    response = requests.get(f"{server.url}/execution-parameters", timeout=5)
+    assert response.status_code == 200
+    # 2 workers x 16 request threads; payload limit set to 1 MB for this server.
+    assert response.json() == {
+        "MaxConcurrentTransforms": 32,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 1,
+    }
