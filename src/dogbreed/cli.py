@@ -198,7 +198,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     )
     _job_options(parser)
     debug = parser.add_argument_group("Debugger and Profiler")
-    debug.add_argument("--no-debugger", action="store_true", help="no hook, no rules")
+    debug.add_argument("--no-debugger", action="store_true", help="no tensors, no rules")
     debug.add_argument(
         "--rules",
         default=",".join(DEFAULT_RULES),
@@ -234,9 +234,10 @@ def run_train(args: argparse.Namespace) -> int:
         hyperparameters = merge(
             best_hyperparameters(_connect(args), args.from_tuning_job), hyperparameters
         )
-    if not (args.local or args.no_debugger):
+    if not args.local:
         args.debugger_settings = DebuggerSettings(
             s3_output=args.debug_output or args.output,
+            tensors=not args.no_debugger,
             losses_interval=args.losses_interval,
             weights_interval=args.weights_interval,
             gradients_interval=args.gradients_interval,

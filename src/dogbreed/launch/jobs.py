@@ -35,9 +35,14 @@ DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
 
 @dataclass(frozen=True)
 class DebuggerSettings:
-    """Which tensors the smdebug hook saves, how often, and which rules read them."""
+    """Which tensors the smdebug hook saves, how often, which rules read them; the profiler.
+
+    ``tensors=False`` drops the hook and its rules; ``profiler=False`` turns system monitoring
+    and the ProfilerReport rule off.
+    """
 
     s3_output: str
+    tensors: bool = True
     losses_interval: int = 10
     weights_interval: int = 100
     gradients_interval: int = 100
@@ -164,21 +169,21 @@ def debugger_request(settings: DebuggerSettings, region: str) -> dict[str, Any]:
         ),
     }
     rules = []
-    for name in dict.fromkeys(settings.rules):
+    for name in dict.fromkeys(settings.rules if settings.tensors else ()):
         rule = Rule.sagemaker(_rule_base_config(name))
         for needed in rule.collection_configs:
             collections.setdefault(needed.name, needed)
         config = rule.to_debugger_rule_config_dict()
         config["RuleEvaluatorImage"] = image
         rules.append(config)
-    request: dict[str, Any] = {
-        "DebugHookConfig": {
+    request: dict[str, Any] = {}
+    if settings.tensors:
+        request["DebugHookConfig"] = {
             "S3OutputPath": settings.s3_output,
             "CollectionConfigurations": [c._to_request_dict() for c in collections.values()],
-        },
-    }
-    if rules:
-        request["DebugRuleConfigurations"] = rules
+        }
+        if rules:
+            request["DebugRuleConfigurations"] = rules
     if settings.profiler:
         report = ProfilerRule.sagemaker(
             rule_configs.ProfilerReport()

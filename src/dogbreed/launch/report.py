@@ -207,7 +207,7 @@ def fetch_profiler_report(aws: Aws, job: dict[str, Any], out_dir: Path) -> list[
                 continue
             target = out_dir / "profiler-report" / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, item["Key"], str(target))
+            target.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
             files.append(target)
     return files
 

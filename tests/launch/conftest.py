@@ -1,0 +1,124 @@
+"""Launcher fixtures: fake AWS that cannot reach AWS, request stubs, and one real training run.
+
+Every AWS call goes through a botocore ``Stubber`` that checks the exact request parameters;
+anything unstubbed would go to ``AWS_ENDPOINT_URL`` (a closed port on 127.0.0.1) and fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from botocore.stub import Stubber
+
+from dogbreed.launch.jobs import DebuggerSettings, debugger_request
+from dogbreed.launch.session import Aws
+from dogbreed.sample_data import write_sample
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
+TRAIN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train:1.0"
+SERVE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-serve:1.0"
+RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
+
+
+@pytest.fixture(autouse=True)
+def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("AWS_") or key == "DOGBREED_ROLE_ARN":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: never AWS
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """One Aws whose clients the test stubs; the CLI's ``Aws.connect`` returns it."""
+    connected = Aws.connect(region=REGION)
+    monkeypatch.setattr(
+        Aws, "connect", classmethod(lambda cls, region=None, profile=None: connected)
+    )
+    return connected
+
+
+@pytest.fixture
+def stub(aws: Aws) -> Iterator[Callable[[str], Stubber]]:
+    """``stub("sagemaker")``: an active Stubber on that client; all its responses must be used."""
+    stubbers: dict[str, Stubber] = {}
+
+    def make(service: str) -> Stubber:
+        if service not in stubbers:
+            stubbers[service] = Stubber(aws.client(service))
+            stubbers[service].activate()
+        return stubbers[service]
+
+    yield make
+    for stubber in stubbers.values():
+        stubber.assert_no_pending_responses()
+        stubber.deactivate()
+
+
+@dataclass(frozen=True)
+class TrainedJob:
+    """A real run of our trainer through the toolkit's ``train``, with the Debugger hook on."""
+
+    base: Path
+    log: str
+    tensors: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base / "model"
+
+
+@pytest.fixture(scope="session")
+def trained_job(tmp_path_factory: pytest.TempPathFactory) -> TrainedJob:
+    """Train 3 tiny epochs with the hook config the launcher asks SageMaker for.
+
+    SageMaker turns a job's ``DebugHookConfig`` into ``input/config/debughookconfig.json`` (plus
+    ``LocalPath``, where the hook writes); we write the launcher's own config there, with small
+    intervals so a 15-step run saves several points.
+    """
+    root = tmp_path_factory.mktemp("trained")
+    base = root / "opt" / "ml"
+    write_sample(base / "input" / "data" / "training")
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    hyperparameters = {"image-size": "64", "batch-size": "8", "epochs": "3", "pretrained": "false"}
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "inputdataconfig.json").write_text(
+        json.dumps({"training": {"TrainingInputMode": "File"}})
+    )
+    (config / "resourceconfig.json").write_text(
+        json.dumps(
+            {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}
+        )
+    )
+    settings = DebuggerSettings(
+        s3_output="s3://bucket/debug", losses_interval=1, weights_interval=2, gradients_interval=2
+    )
+    hook = debugger_request(settings, REGION)["DebugHookConfig"]
+    tensors = root / "tensors"
+    (config / "debughookconfig.json").write_text(json.dumps({**hook, "LocalPath": str(tensors)}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+    env.update(
+        SAGEMAKER_BASE_DIR=str(base),
+        SAGEMAKER_TRAINING_MODULE="dogbreed.toolkit_entry:train",
+        OMP_NUM_THREADS="1",
+    )
+    train = str(Path(sys.executable).with_name("train"))
+    result = subprocess.run([train], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return TrainedJob(base=base, log=result.stdout + result.stderr, tensors=tensors)
