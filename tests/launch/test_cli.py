@@ -1,0 +1,73 @@
+"""The `dogbreed` console script: every subcommand answers --help, quickly and usefully."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreed.cli import COMMANDS
+from dogbreed.launch.report import debugger_output_of
+
+DOGBREED = str(Path(sys.executable).with_name("dogbreed"))
+KEY_OPTIONS = {
+    "tune": ["--range", "--max-jobs", "--max-parallel", "--status", "--wait", "--spot"],
+    "train": [
+        "--from-tuning-job",
+        "--rules",
+        "--gradients-interval",
+        "--spot",
+        "--checkpoint-s3",
+        "--instance-count",
+        "--input-mode",
+        "--local",
+        "--no-profiler",
+    ],
+    "deploy": ["--job", "--model-data", "--autoscale-max", "--image"],
+    "invoke": ["--top-k", "images"],
+    "transform": ["--input", "--output", "--model"],
+    "cleanup": ["endpoint"],
+    "report": ["trial", "--job", "--out"],
+}
+
+
+def test_top_level_help_lists_every_subcommand() -> None:
+    result = subprocess.run([DOGBREED, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+    assert set(COMMANDS) >= set(KEY_OPTIONS)
+
+
+@pytest.mark.parametrize("command", sorted(KEY_OPTIONS))
+def test_subcommand_help(command: str) -> None:
+    result = subprocess.run(
+        [DOGBREED, command, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: dogbreed {command}")
+    for option in KEY_OPTIONS[command]:
+        assert option in result.stdout
+
+
+def test_a_missing_required_option_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [DOGBREED, "deploy", "--image", "x"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "one of the arguments --job --model-data is required" in result.stderr
+
+
+def test_no_region_is_a_clear_error(monkeypatch, capsys) -> None:
+    from dogbreed.cli import main
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert main(["cleanup", "dogs"]) == 1
+    assert "no AWS region: pass --region" in capsys.readouterr().err
+
+
+def test_the_debugger_output_of_a_job_is_under_its_name() -> None:
+    job = {"TrainingJobName": "j-1", "DebugHookConfig": {"S3OutputPath": "s3://b/runs/"}}
+    assert debugger_output_of(job) == "s3://b/runs/j-1/debug-output"
