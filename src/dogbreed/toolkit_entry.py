@@ -47,7 +47,9 @@ def wait_for_host(host: str, timeout: float = DNS_WAIT_SECONDS) -> None:
             return
         except socket.gaierror:
             if time.monotonic() > deadline:
-                raise errors.ClientError(f"host {host} did not resolve within {timeout:.0f} s") from None
+                raise errors.ClientError(
+                    f"host {host} did not resolve within {timeout:.0f} s"
+                ) from None
             time.sleep(2)
 
 
@@ -91,14 +93,16 @@ def train() -> None:
     """Called by the toolkit's ``train``; raises ``ClientError`` so the toolkit reports failure."""
     env = environment.Environment()
     paths = JobPaths.from_env()
-    for stale in ("failure", "success"):  # a local re-run on the same tree starts clean
+    # The toolkit writes output/failure without creating output/ (SageMaker always has it; a
+    # local tree may not, and the toolkit would then exit 0 on failure). A re-run starts clean.
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("failure", "success"):
         (paths.output_dir / stale).unlink(missing_ok=True)
     args = env.to_cmd_args()
     try:
         parse_hyperparameters(args)
     except HyperparameterError as exc:
         message = f"HyperparameterError: {exc}"
-        paths.output_dir.mkdir(parents=True, exist_ok=True)
         paths.failure_file.write_text(message + "\n")
         raise errors.ClientError(message) from None
     if len(env.hosts) > 1:

@@ -278,12 +278,14 @@ class Trainer:
             )
         except StopRequested:
             self._checkpoint()
-            log.warning(
-                "stopped in epoch %d after %d batches; checkpoint written to %s",
-                epoch + 1,
-                state.batches_done,
-                self.paths.checkpoint_dir,
+            message = (
+                f"stopped by SIGTERM in epoch {epoch + 1} after {state.batches_done} batches;"
+                f" checkpoint written to {self.paths.checkpoint_dir}: run the job again with the"
+                " same checkpoint location to resume"
             )
+            log.warning(message)
+            if self.world.is_main:
+                write_failure(self.paths, message)
             raise
 
     def _end_epoch(self, epoch: int, train: EpochTotals) -> None:

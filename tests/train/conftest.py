@@ -50,7 +50,11 @@ class Job:
 
     def popen(self, **extra: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [TRAIN], env=self.env(**extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [TRAIN],
+            env=self.env(**extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def run(self, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
@@ -84,11 +88,19 @@ def write_config(
     config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     channel_config = {
-        c: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        c: {
+            "TrainingInputMode": "File",
+            "S3DistributionType": "FullyReplicated",
+            "RecordWrapperType": "None",
+        }
         for c in channels
     }
     (config / "inputdataconfig.json").write_text(json.dumps(channel_config))
-    resource = {"current_host": current_host, "hosts": list(hosts), "network_interface_name": "eth0"}
+    resource = {
+        "current_host": current_host,
+        "hosts": list(hosts),
+        "network_interface_name": "eth0",
+    }
     (config / "resourceconfig.json").write_text(json.dumps(resource))
 
 

@@ -23,7 +23,11 @@ def test_one_training_channel_or_one_channel_per_split(tmp_path: Path) -> None:
     (tmp_path / "validation").mkdir()
     found = find_split_dirs({"training": tmp_path / "training"})
     assert found == {s: tmp_path / "training" / s for s in ("train", "valid", "test")}
-    channels = {"train": tmp_path / "train", "validation": tmp_path / "validation", "test": tmp_path / "test"}
+    channels = {
+        "train": tmp_path / "train",
+        "validation": tmp_path / "validation",
+        "test": tmp_path / "test",
+    }
     assert find_split_dirs(channels)["valid"] == tmp_path / "validation"
 
 
@@ -41,7 +45,9 @@ def test_class_mismatch_names_the_differing_classes(sample_dir: Path, tmp_path: 
     assert "only in train: ['004.Akita']; only in valid: ['004.Basenji']" in str(info.value)
 
 
-def test_corrupt_and_non_image_files_are_skipped_and_counted(sample_dir: Path, tmp_path: Path) -> None:
+def test_corrupt_and_non_image_files_are_skipped_and_counted(
+    sample_dir: Path, tmp_path: Path
+) -> None:
     train = tmp_path / "train"
     shutil.copytree(sample_dir / "train", train)
     (train / "001.Affenpinscher" / "notes.txt").write_text("not an image")
@@ -91,4 +97,7 @@ def test_empty_split_fails_the_job(make_job) -> None:
         image.unlink()
     result = job.run()
     assert result.returncode == 1
-    assert "split 'valid'" in job.failure() and "has no readable images in 4 class folders" in job.failure()
+    assert (
+        "split 'valid'" in job.failure()
+        and "has no readable images in 4 class folders" in job.failure()
+    )

@@ -12,7 +12,18 @@ from dogbreed.hyperparams import HyperparameterError, parse_hyperparameters
 def test_toolkit_arguments_are_parsed_and_typed() -> None:
     # The toolkit passes JSON-decoded values as strings, booleans as True/False.
     hp = parse_hyperparameters(
-        ["--batch-size", "64", "--epochs", "3", "--lr", "0.003", "--amp", "False", "--pretrained", "True"]
+        [
+            "--batch-size",
+            "64",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.003",
+            "--amp",
+            "False",
+            "--pretrained",
+            "True",
+        ]
     )
     assert (hp.batch_size, hp.epochs, hp.lr, hp.amp, hp.pretrained) == (64, 3, 0.003, False, "true")
 
@@ -30,7 +41,10 @@ def test_batch_size_accepts_both_spellings_and_integral_floats() -> None:
         (["--batch-size", "3.5"], "batch-size must be an integer >= 1; got '3.5'"),
         (["--epochs", "0"], "epochs must be an integer >= 1; got '0'"),
         (["--optimizer", "rmsprop"], "optimizer must be one of sgd, adam, adamw; got 'rmsprop'"),
-        (["--trainable", "layer9"], "trainable must be one of all, layer1, layer2, layer3, layer4, head"),
+        (
+            ["--trainable", "layer9"],
+            "trainable must be one of all, layer1, layer2, layer3, layer4, head",
+        ),
         (["--momentum", "1.0"], "momentum must be a number in [0, 1)"),
         (["--image-size", "16"], "image-size must be an integer between 32 and 1024; got '16'"),
         (["--amp", "maybe"], "amp must be true or false; got 'maybe'"),
@@ -38,7 +52,9 @@ def test_batch_size_accepts_both_spellings_and_integral_floats() -> None:
         (["--epochs", "2", "--warmup-epochs", "2"], "warmup-epochs must be < epochs (2); got 2"),
     ],
 )
-def test_bad_values_name_the_hyperparameter_and_what_is_allowed(argv: list[str], message: str) -> None:
+def test_bad_values_name_the_hyperparameter_and_what_is_allowed(
+    argv: list[str], message: str
+) -> None:
     with pytest.raises(HyperparameterError) as info:
         parse_hyperparameters(argv)
     assert message in str(info.value)

@@ -46,7 +46,18 @@ def test_metric_lines_parse_with_the_sagemaker_regexes(make_job) -> None:
     assert len(lines) == 3  # two epochs and the final test line
     for line in lines[:2]:
         parsed = parse_metric_line(line)
-        wanted = {METRIC_NAMES[k] for k in ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "lr", "images_per_sec")}
+        wanted = {
+            METRIC_NAMES[k]
+            for k in (
+                "epoch",
+                "train_loss",
+                "train_accuracy",
+                "valid_loss",
+                "valid_accuracy",
+                "lr",
+                "images_per_sec",
+            )
+        }
         assert set(parsed) == wanted, line
         assert 0 <= parsed["valid:accuracy"] <= 1 and parsed["train:images_per_sec"] > 0
     final = parse_metric_line(lines[2])
@@ -59,7 +70,10 @@ def test_progress_lines_show_throughput_and_eta(make_job) -> None:
     job = make_job({"epochs": "1", "log-interval": "1"})
     result = job.run()
     assert result.returncode == 0, result.stdout[-4000:]
-    progress = re.findall(r"epoch 1/1 step (\d+)/5 loss [\d.]+ acc [\d.]+ \| ([\d.]+) img/s \| epoch ETA (\d+:\d\d:\d\d)", result.stdout)
+    progress = re.findall(
+        r"epoch 1/1 step (\d+)/5 loss [\d.]+ acc [\d.]+ \| ([\d.]+) img/s \| epoch ETA (\d+:\d\d:\d\d)",
+        result.stdout,
+    )
     assert [int(step) for step, _, _ in progress] == [1, 2, 3, 4, 5]
     assert all(float(rate) > 0 for _, rate, _ in progress) and progress[-1][2] == "0:00:00"
 

@@ -32,10 +32,15 @@ def test_backbone_weights_load_and_head_is_new(imagenet_like) -> None:
 def test_wrong_files_fail_clearly(tmp_path: Path) -> None:
     text = tmp_path / "weights.pt"
     text.write_text("hello")
-    with pytest.raises(WeightsError, match="cannot load .*weights.pt as a torch state dict with weights_only=True"):
+    with pytest.raises(
+        WeightsError, match="cannot load .*weights.pt as a torch state dict with weights_only=True"
+    ):
         load_state_dict_file(text)
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(WeightsError, match="backbone weights do not fit ResNet18: missing .*wrong shape \\[.conv1.weight.\\]"):
+    with pytest.raises(
+        WeightsError,
+        match="backbone weights do not fit ResNet18: missing .*wrong shape \\[.conv1.weight.\\]",
+    ):
         build_model(3, load_state_dict_file(tmp_path / "other.pt"))
     with pytest.raises(WeightsError, match="weights file not found"):
         load_state_dict_file(tmp_path / "absent.pt")
@@ -76,7 +81,10 @@ def test_missing_hub_weights_fail_with_what_to_do(make_job, tmp_path: Path) -> N
     result = job.run(TORCH_HOME=str(tmp_path / "empty"))
     assert result.returncode == 1
     failure = job.failure()
-    assert "pretrained=true but the ImageNet ResNet18 weights are not in the torch hub cache" in failure
+    assert (
+        "pretrained=true but the ImageNet ResNet18 weights are not in the torch hub cache"
+        in failure
+    )
     assert "set pretrained=false" in failure
 
 
