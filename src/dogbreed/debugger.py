@@ -7,7 +7,6 @@ the hook reads the collections and save intervals from it and writes tensors to 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -51,13 +50,12 @@ def create_hook(config_path: Path) -> DebuggerHook:
     if not config_path.is_file():
         log.info("debugger: no hook config at %s; training without smdebug", config_path)
         return DebuggerHook()
-    if importlib.util.find_spec("smdebug") is None:
-        log.warning(
-            "debugger: %s exists but smdebug is not installed; no tensors saved", config_path
-        )
+    try:
+        from smdebug import modes
+        from smdebug.pytorch import Hook
+    except ImportError as exc:
+        log.warning("debugger: %s exists but smdebug cannot be imported (%s); no tensors saved", config_path, exc)
         return DebuggerHook()
-    from smdebug import modes
-    from smdebug.pytorch import Hook
 
     hook = Hook.create_from_json_file(json_file_path=str(config_path))
     log.info("debugger: smdebug hook from %s writing to %s", config_path, hook.out_dir)
