@@ -1,0 +1,46 @@
+# Thin entry points: each target calls one script or tool.
+#   make demo    build both images, train on the bundled sample in the train container, serve the
+#                model from the serve container and print a prediction
+#   make test    every test (unit, integration, and e2e on a real Docker engine)
+# Variables: BASE_IMAGE=auto|official|standin|<image> (see scripts/build_images.sh), TAG=latest
+SHELL := /bin/bash
+PY := .venv/bin/python
+BASE_IMAGE ?= auto
+TAG ?= latest
+
+.PHONY: venv test test-fast e2e images standin-base demo push bench lint format
+
+venv:
+	scripts/dev_env.sh
+
+test: venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not e2e and not slow"
+
+e2e: venv
+	$(PY) -m pytest tests/e2e
+
+images:
+	scripts/build_images.sh --base-image $(BASE_IMAGE) --tag $(TAG)
+
+standin-base:
+	scripts/build_standin_base.sh
+
+demo: venv
+	BASE_IMAGE=$(BASE_IMAGE) TAG=$(TAG) local_test/demo.sh
+
+push:
+	scripts/build_and_push.sh --base-image $(BASE_IMAGE) --tag $(TAG)
+
+bench: venv
+	@set -e; for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench"; done
+
+lint: venv
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+format: venv
+	$(PY) -m ruff format src tests benchmarks
+	$(PY) -m ruff check --fix src tests benchmarks

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Build an offline stand-in for the official PyTorch base image, for machines that cannot pull
+# from Docker Hub (CI, air-gapped hosts): Debian bookworm from debootstrap, Python 3.11 in a venv at
+# /opt/venv (first on PATH, like /opt/conda in pytorch/pytorch), torch and torchvision from this
+# machine's wheel folders (PyPI for whatever they lack), and this machine's CA bundle, so HTTPS
+# through an intercepting proxy works during image builds.
+#
+# The image is tagged by a hash of this script and the torch pins, so a repeated run reuses it.
+# stdout: the image tag (last line); progress goes to stderr.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/build_standin_base.sh [--print-tag] [--rebuild]
+
+Builds (or reuses) the stand-in base image and prints its tag.
+
+  --print-tag   print the tag this script would build and exit
+  --rebuild     build even when an image with that tag exists
+  -h, --help    this help
+
+Environment:
+  DEBIAN_MIRROR      Debian mirror for debootstrap (default: the host's apt source, else
+                     http://deb.debian.org/debian)
+  STANDIN_WHEEL_DIRS colon-separated wheel folders pip may use
+                     (default: /opt/pypi-more/files:/opt/pypi/files:/opt/wheels, those that exist)
+  HOST_CA_BUNDLE     CA bundle to trust inside the image (default: /etc/ssl/certs/ca-certificates.crt)
+USAGE
+}
+
+TORCH_PIN="torch==2.14.1"
+TORCHVISION_PIN="torchvision==0.29.1"
+NUMPY_PIN="numpy<2.3"
+SUITE=bookworm
+ROOTFS_TAG="dogbreed-standin-rootfs:${SUITE}"
+
+log() { printf '[standin-base] %s\n' "$*" >&2; }
+die() { printf '[standin-base] error: %s\n' "$*" >&2; exit 1; }
+
+print_only=0 rebuild=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --print-tag) print_only=1 ;;
+    --rebuild) rebuild=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+  shift
+done
+
+script_hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+TAG="dogbreed-standin-base:torch2.14.1-${script_hash}"
+if [[ $print_only == 1 ]]; then echo "$TAG"; exit 0; fi
+
+command -v docker >/dev/null || die "docker is not installed"
+docker info >/dev/null 2>&1 || die "cannot reach a Docker engine (is dockerd running?)"
+if [[ $rebuild == 0 ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
+  log "reusing $TAG"
+  echo "$TAG"
+  exit 0
+fi
+
+host_mirror() {
+  local uri
+  uri=$(grep -hsE '^\s*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+      /etc/apt/sources.list.d/*.list 2>/dev/null | grep -oE 'https?://[^ ]*/debian/?' \
+      | grep -v security | head -n1 || true)
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+workdir=$(mktemp -d /tmp/dogbreed-standin.XXXXXX)
+container="dogbreed-standin-build-$$"
+cleanup() {
+  docker rm -f "$container" >/dev/null 2>&1 || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+if [[ $rebuild == 1 ]] || ! docker image inspect "$ROOTFS_TAG" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+  [[ $(id -u) == 0 ]] || die "debootstrap needs root; run as root or build $ROOTFS_TAG elsewhere"
+  mirror=${DEBIAN_MIRROR:-$(host_mirror)}
+  log "debootstrap $SUITE from $mirror"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    "$SUITE" "$workdir/rootfs" "$mirror" >"$workdir/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$workdir/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+  rm -rf "$workdir"/rootfs/var/cache/apt/archives/*.deb "$workdir"/rootfs/var/lib/apt/lists/*
+  log "importing the root filesystem as $ROOTFS_TAG"
+  tar -C "$workdir/rootfs" -c . | docker import - "$ROOTFS_TAG" >/dev/null
+  rm -rf "$workdir/rootfs"
+fi
+
+ca_bundle=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+[[ -f $ca_bundle ]] || die "CA bundle not found: $ca_bundle (set HOST_CA_BUNDLE)"
+mounts=(-v "$ca_bundle:/tmp/host-ca.crt:ro")
+find_links=()
+IFS=: read -r -a wheel_dirs <<<"${STANDIN_WHEEL_DIRS:-/opt/pypi-more/files:/opt/pypi/files:/opt/wheels}"
+i=0
+for dir in "${wheel_dirs[@]}"; do
+  [[ -d $dir ]] || continue
+  mounts+=(-v "$dir:/wheels/$i:ro")
+  find_links+=(--find-links "/wheels/$i")
+  i=$((i + 1))
+done
+log "installing $TORCH_PIN $TORCHVISION_PIN into /opt/venv (wheel folders: $i)"
+docker run --name "$container" "${mounts[@]}" -e PIP_CERT=/tmp/host-ca.crt \
+  -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_DEFAULT_TIMEOUT=180 "$ROOTFS_TAG" sh -euc "
+    cp /tmp/host-ca.crt /etc/ssl/certs/ca-certificates.crt
+    python3 -m venv /opt/venv
+    /opt/venv/bin/pip install --no-cache-dir --progress-bar off ${find_links[*]} \
+      '$TORCH_PIN' '$TORCHVISION_PIN' '$NUMPY_PIN' >/tmp/pip.log 2>&1 || { tail -n 30 /tmp/pip.log; exit 1; }
+    /opt/venv/bin/python -c 'import torch, torchvision; print(\"torch\", torch.__version__, \"torchvision\", torchvision.__version__)'
+    find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+  " >&2 || die "installing torch in the stand-in failed (output above)"
+
+log "committing $TAG"
+ca=/etc/ssl/certs/ca-certificates.crt
+docker commit \
+  --change "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+  --change "ENV LANG=C.UTF-8 PIP_CERT=$ca SSL_CERT_FILE=$ca REQUESTS_CA_BUNDLE=$ca" \
+  --change "LABEL org.opencontainers.image.title=dogbreed-standin-base" \
+  --change "LABEL org.opencontainers.image.description=\"Offline stand-in for pytorch/pytorch: Debian $SUITE, Python 3.11, $TORCH_PIN, $TORCHVISION_PIN\"" \
+  --change 'CMD ["python3"]' \
+  "$container" "$TAG" >/dev/null
+log "built $TAG"
+echo "$TAG"
