@@ -1,0 +1,102 @@
+"""Cross-request batching with real threads and a forward function that takes real time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from dogbreed.serve.batcher import Batcher, BatcherStopped
+
+
+class SlowDouble:
+    """Doubles its input after ``delay_s``, recording the batch sizes it saw."""
+
+    def __init__(self, delay_s: float = 0.02) -> None:
+        self.delay_s = delay_s
+        self.sizes: list[int] = []
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(batch))
+        time.sleep(self.delay_s)
+        return batch * 2
+
+
+def test_lone_request_runs_at_once() -> None:
+    forward = SlowDouble(delay_s=0.0)
+    batcher = Batcher(forward, max_batch_size=8, max_wait_s=0.0)
+    start = time.perf_counter()
+    out = batcher.run([torch.tensor([1.0, 2.0])])
+    assert time.perf_counter() - start < 0.05
+    torch.testing.assert_close(out, torch.tensor([[2.0, 4.0]]))
+    assert forward.sizes == [1]
+    batcher.stop()
+
+
+def test_concurrent_requests_share_forward_passes_and_get_their_own_rows() -> None:
+    forward = SlowDouble(delay_s=0.03)
+    batcher = Batcher(forward, max_batch_size=4)
+    with ThreadPoolExecutor(16) as pool:
+        outputs = list(pool.map(lambda i: batcher.run([torch.full((3,), float(i))]), range(16)))
+    for i, out in enumerate(outputs):
+        torch.testing.assert_close(out, torch.full((1, 3), 2.0 * i))
+    assert sum(forward.sizes) == 16
+    assert max(forward.sizes) == 4  # bounded, and actually batched
+    assert len(forward.sizes) < 16
+    assert (batcher.batches_run, batcher.items_run) == (len(forward.sizes), 16)
+    batcher.stop()
+
+
+def test_max_wait_gathers_a_fuller_batch() -> None:
+    forward = SlowDouble(delay_s=0.0)
+    batcher = Batcher(forward, max_batch_size=4, max_wait_s=0.5)
+    futures = []
+    for i in range(4):  # arrive 20 ms apart: without waiting each would run alone
+        futures += batcher.submit([torch.tensor([float(i)])])
+        time.sleep(0.02)
+    assert [f.result(timeout=2).item() for f in futures] == [0.0, 2.0, 4.0, 6.0]
+    assert forward.sizes == [4]  # full batch released before the 0.5 s wait ran out
+    batcher.stop()
+
+
+def test_a_failing_batch_fails_its_requests_only() -> None:
+    calls = []
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return batch + 1
+
+    batcher = Batcher(forward, max_batch_size=2)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        batcher.run([torch.zeros(1)])
+    torch.testing.assert_close(batcher.run([torch.zeros(1)]), torch.ones(1, 1))
+    batcher.stop()
+
+
+def test_timeout_cancels_work_nobody_waits_for() -> None:
+    release = threading.Event()
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        release.wait(5)
+        return batch
+
+    batcher = Batcher(forward, max_batch_size=1)
+    blocker = batcher.submit([torch.zeros(1)])[0]
+    with pytest.raises(TimeoutError):
+        batcher.run([torch.ones(1)], timeout_s=0.05)
+    release.set()
+    blocker.result(timeout=5)
+    batcher.stop()
+    assert batcher.items_run == 1  # the timed-out input never ran
+
+
+def test_stopped_batcher_refuses_work() -> None:
+    batcher = Batcher(SlowDouble(0.0), max_batch_size=2)
+    batcher.stop()
+    with pytest.raises(BatcherStopped):
+        batcher.submit([torch.zeros(1)])

@@ -1,0 +1,102 @@
+"""Settings from the environment: SageMaker's variables, defaults from the hardware, bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dogbreed.serve.config import ConfigError, ServerSettings
+
+
+def settings(env: dict[str, str], cpus: int = 8, gpus: int = 0) -> ServerSettings:
+    return ServerSettings.from_env(env, cpus=cpus, gpus=gpus)
+
+
+def test_defaults_follow_sagemaker() -> None:
+    s = settings({})
+    assert s.model_dir == Path("/opt/ml/model")
+    assert (s.host, s.port) == ("0.0.0.0", 8080)
+    assert s.max_payload_bytes == 6_291_456
+    assert s.max_payload_mb == 6
+    assert s.timeout_s == 60
+    assert s.graceful_timeout_s < 30  # SageMaker kills 30 s after SIGTERM
+
+
+def test_cpu_default_is_one_worker_using_every_core() -> None:
+    s = settings({}, cpus=8)
+    assert (s.device, s.workers, s.torch_threads) == ("cpu", 1, 8)
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 2), (8, 3), (16, 4), (4, 4)])
+def test_torch_threads_times_workers_never_exceed_cores(cpus: int, workers: int) -> None:
+    s = settings({"MODEL_SERVER_WORKERS": str(workers)}, cpus=cpus)
+    assert s.workers == workers
+    assert s.torch_threads >= 1
+    assert s.torch_threads * s.workers <= cpus
+
+
+def test_torch_threads_choose_the_worker_count() -> None:
+    s = settings({"DOGBREED_TORCH_THREADS": "2"}, cpus=8)
+    assert (s.workers, s.torch_threads) == (4, 2)
+
+
+def test_oversubscription_is_refused() -> None:
+    with pytest.raises(ConfigError, match="oversubscribe 4 CPUs"):
+        settings({"MODEL_SERVER_WORKERS": "3", "DOGBREED_TORCH_THREADS": "2"}, cpus=4)
+
+
+def test_sagemaker_names_win_over_the_sample_names() -> None:
+    env = {
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "MODEL_SERVER_WORKERS": "4",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30",
+        "MODEL_SERVER_TIMEOUT": "90",
+    }
+    s = settings(env)
+    assert (s.workers, s.timeout_s) == (2, 30)
+    assert settings({"MODEL_SERVER_TIMEOUT": "90"}).timeout_s == 90
+
+
+def test_gpu_default_is_one_worker_per_device() -> None:
+    s = settings({}, cpus=16, gpus=4)
+    assert (s.device, s.workers, s.torch_threads) == ("cuda", 4, 4)
+    assert s.max_batch_size == 32
+
+
+def test_environment_overrides() -> None:
+    s = settings(
+        {
+            "SM_MODEL_DIR": "/models/x",
+            "SAGEMAKER_BIND_TO_PORT": "9000",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20",
+            "DOGBREED_MAX_BATCH_SIZE": "8",
+            "DOGBREED_MAX_BATCH_WAIT_MS": "2.5",
+            "DOGBREED_MAX_IMAGE_PIXELS": "1000",
+            "DOGBREED_THREADS_PER_WORKER": "4",
+            "MODEL_SERVER_WORKERS": "2",
+        }
+    )
+    assert s.model_dir == Path("/models/x")
+    assert s.port == 9000
+    assert s.max_payload_bytes == 20 * 1024 * 1024
+    assert (s.max_batch_size, s.max_batch_wait_s, s.max_image_pixels) == (8, 0.0025, 1000)
+    assert s.max_concurrent_requests == 2 * 4
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MODEL_SERVER_WORKERS": "many"}, "MODEL_SERVER_WORKERS must be an integer, got 'many'"),
+        ({"MODEL_SERVER_WORKERS": "0"}, "MODEL_SERVER_WORKERS must be >= 1"),
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, "must be <= 100"),
+        ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "TCP port"),
+        ({"DOGBREED_MAX_BATCH_WAIT_MS": "nan"}, "finite number"),
+        ({"DOGBREED_MAX_BATCH_WAIT_MS": "-1"}, "finite number >= 0"),
+        ({"DOGBREED_DEVICE": "tpu"}, "'cpu' or 'cuda'"),
+        ({"DOGBREED_DEVICE": "cuda"}, "no CUDA device"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        settings(env)
