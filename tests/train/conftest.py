@@ -58,8 +58,14 @@ class Job:
         )
 
     def run(self, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
+        """Run to completion; ``stdout`` holds stdout and stderr interleaved, as a job log."""
         return subprocess.run(
-            [TRAIN], env=self.env(**extra), capture_output=True, text=True, timeout=timeout
+            [TRAIN],
+            env=self.env(**extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
         )
 
     def add_channel(self, name: str) -> Path:
