@@ -1,0 +1,159 @@
+"""Training throughput: the full input pipeline against the compute-only step, in one run.
+
+    python benchmarks/bench_train.py [--batch-size 32] [--image-size 224] [--steps 8]
+
+Both measurements run the trainer's own step (:func:`dogbreed.engine.train_one_epoch`) on the
+same model, batch size and image size:
+
+- compute-only: batches of random tensors already in memory (the limit);
+- full pipeline: JPEG files on disk -> decode -> RandomResizedCrop/flip -> normalise -> step,
+  through the trainer's DataLoader settings (worker count, sampler, collate).
+
+It prints images/s for each and their ratio against the goal (>= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+from torch import nn
+
+from dogbreed.data import ImageDataset
+from dogbreed.debugger import DebuggerHook
+from dogbreed.distributed import World
+from dogbreed.engine import EpochTotals, Precision, train_one_epoch
+from dogbreed.hyperparams import Hyperparameters
+from dogbreed.model import build_model
+from dogbreed.presets import train_transform
+from dogbreed.sampling import EpochBatchSampler
+from dogbreed.train import make_loader
+
+GOAL = 0.9
+
+
+def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """JPEGs the size of dogImages photos (~500x375), with texture so they compress like photos."""
+    rng = random.Random(seed)
+    paths = []
+    for n in range(count):
+        size = (rng.randint(420, 560), rng.randint(330, 420))
+        image = Image.effect_noise(size, 40).convert("RGB")
+        image = Image.blend(
+            image, Image.new("RGB", size, tuple(rng.randint(0, 255) for _ in range(3))), 0.5
+        )
+        draw = ImageDraw.Draw(image)
+        for _ in range(12):
+            x, y = rng.randint(0, size[0]), rng.randint(0, size[1])
+            r = rng.randint(10, 120)
+            draw.ellipse(
+                (x - r, y - r, x + r, y + r), fill=tuple(rng.randint(0, 255) for _ in range(3))
+            )
+        path = folder / f"{n:04d}.jpg"
+        image.filter(ImageFilter.GaussianBlur(1)).save(path, "JPEG", quality=88)
+        paths.append(path)
+    return paths
+
+
+def measure(batches, steps: int, batch_size: int, model: nn.Module) -> float:
+    """Images/s of ``steps`` training steps over ``batches`` (after one warm-up step)."""
+    world = World()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    precision = Precision(world.device, enabled=True)
+    iterator = iter(batches)
+    warm = [next(iterator)]
+    train_one_epoch(
+        model,
+        criterion,
+        optimizer,
+        warm,
+        precision,
+        world,
+        DebuggerHook(),
+        EpochTotals(),
+        lambda _: None,
+        lambda: False,
+        "warm-up",
+        0,
+        1,
+        10**9,
+    )
+    timed = (next(iterator) for _ in range(steps))
+    totals = EpochTotals()
+    start = time.perf_counter()
+    train_one_epoch(
+        model,
+        criterion,
+        optimizer,
+        timed,
+        precision,
+        world,
+        DebuggerHook(),
+        totals,
+        lambda _: None,
+        lambda: False,
+        "bench",
+        0,
+        steps,
+        10**9,
+    )
+    elapsed = time.perf_counter() - start
+    return totals.count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=-1, help="-1: the trainer's default")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    hp = Hyperparameters(
+        batch_size=args.batch_size, image_size=args.image_size, workers=args.workers
+    )
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, batch {hp.batch_size}, size {hp.image_size}"
+    )
+
+    def fresh_model() -> nn.Module:
+        torch.manual_seed(0)
+        return build_model(133).to(device, memory_format=torch.channels_last)
+
+    # Compute-only: the same batch of in-memory tensors, every step.
+    images = torch.randn(hp.batch_size, 3, hp.image_size, hp.image_size)
+    labels = torch.randint(0, 133, (hp.batch_size,))
+    compute = measure(
+        iter(lambda: (images, labels), None), args.steps, hp.batch_size, fresh_model()
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        count = hp.batch_size * (args.steps + 1)
+        paths = photo_like_jpegs(Path(tmp), count)
+        dataset = ImageDataset(
+            [(p, i % 133) for i, p in enumerate(paths)],
+            train_transform(hp.image_size),
+            hp.image_size,
+            seed=0,
+        )
+        sampler = EpochBatchSampler(len(dataset), hp.batch_size, seed=0)
+        loader = make_loader(dataset, sampler, hp, World())
+        print(f"data loader workers: {loader.num_workers}, {count} JPEGs ~500x375")
+        full = measure(loader, args.steps, hp.batch_size, fresh_model())
+
+    ratio = full / compute
+    print(f"compute-only step : {compute:8.1f} img/s  (in-memory tensors)")
+    print(f"full pipeline     : {full:8.1f} img/s  (JPEG decode + augmentation + step)")
+    print(
+        f"ratio full/compute: {ratio:8.3f}  goal >= {GOAL}  -> {'PASS' if ratio >= GOAL else 'FAIL'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
