@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -19,12 +20,14 @@ from .conftest import SERVE_BIN, jpeg_bytes, start_server
 def test_503_until_warm_then_200_and_sigterm_drains_in_flight_requests(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    # Many warm-up batches keep the worker "loading" long enough to observe it.
-    server = start_server(model_dir, tmp_path, DOGBREED_WARMUP_ROUNDS="20")
+    # Many warm-up batches keep the workers "loading" long enough to observe it.
+    server = start_server(
+        model_dir, tmp_path, DOGBREED_WARMUP_ROUNDS="20", MODEL_SERVER_WORKERS="2"
+    )
     try:
         deadline = time.monotonic() + 60
         while True:  # first answer from a booted worker
-            assert time.monotonic() < deadline, server.log()
+            assert time.monotonic() < deadline and server.process.poll() is None, server.log()
             try:
                 ping = requests.get(f"{server.url}/ping", timeout=2)
                 break
@@ -43,7 +46,8 @@ def test_503_until_warm_then_200_and_sigterm_drains_in_flight_requests(
         assert "warm-up done" not in server.log()
 
         server.wait_ready()
-        assert "warm-up done" in server.log()
+        # 200 means every worker is ready, whichever one answered.
+        assert len(re.findall(r"worker \d+ ready", server.log())) == 2, server.log()
         assert requests.get(f"{server.url}/ping", timeout=2).status_code == 200
 
         # Default payload limit: 6 MB.
@@ -119,7 +123,7 @@ def test_weights_that_do_not_fit_stop_the_server(model_dir: Path, tmp_path: Path
     (broken / "model.pt").write_bytes(b"not a torch file")
     server = start_server(broken, tmp_path)
     try:
-        assert server.process.wait(60) != 0  # gunicorn halts on a worker boot error
+        assert server.process.wait(60) == 3  # gunicorn halts on a worker boot error
         assert "cannot load the model" in server.log()
         assert "model.pt" in server.log()
     finally:

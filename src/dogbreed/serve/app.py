@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from dogbreed.serve.batcher import BatcherStopped
 from dogbreed.serve.config import ServerSettings
 from dogbreed.serve.predictor import InputError, Predictor
+from dogbreed.serve.readiness import ReadyWorkers
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +171,18 @@ def configure_worker(settings: ServerSettings) -> None:
 
 
 def start_loading(
-    state: ModelState, settings: ServerSettings, on_failure: Callable[[], None]
+    state: ModelState,
+    settings: ServerSettings,
+    ready_workers: ReadyWorkers | None,
+    on_failure: Callable[[], None],
 ) -> None:
+    """Load and warm up on a thread; then count this worker as ready. Failure ends the worker."""
+
     def run() -> None:
         try:
             state.load(settings, worker_device(settings))
+            if ready_workers is not None:
+                ready_workers.mark_ready(os.getpid())
         except Exception:
             log.exception("cannot load the model from %s", settings.model_dir)
             on_failure()
@@ -187,9 +195,14 @@ def _exit_boot_error() -> None:
 
 
 def create_app(
-    settings: ServerSettings, on_load_failure: Callable[[], None] = _exit_boot_error
+    settings: ServerSettings,
+    ready_workers: ReadyWorkers | None = None,
+    on_load_failure: Callable[[], None] = _exit_boot_error,
 ) -> Flask:
-    """The WSGI app for one worker; starts loading the model in the background."""
+    """The WSGI app for one worker; starts loading the model in the background.
+
+    ``ready_workers`` (shared by all workers) makes /ping wait for every worker, not just this one.
+    """
     configure_worker(settings)
     app = Flask("dogbreed.serve")
     # One byte over the limit: a chunked body (no Content-Length) is cut there, not rejected, so
@@ -197,7 +210,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes + 1
     state = ModelState()
     app.extensions["dogbreed"] = state
-    start_loading(state, settings, on_load_failure)
+    start_loading(state, settings, ready_workers, on_load_failure)
 
     def ready_predictor() -> Predictor:
         if state.predictor is None:
@@ -208,6 +221,13 @@ def create_app(
     def ping() -> Response:
         if state.predictor is None:
             return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
+        if ready_workers is not None and not ready_workers.all_ready():
+            body = {
+                "status": "loading",
+                "workers_ready": ready_workers.count(),
+                "workers": ready_workers.workers,
+            }
+            return json_response(body, 503, {"Retry-After": "1"})
         return json_response({"status": "ready"})
 
     @app.get("/execution-parameters")

@@ -20,6 +20,7 @@ from gunicorn.app.base import BaseApplication
 
 from dogbreed.artifact import WEIGHTS_FILE, ArtifactError, load_spec, resolve_model_dir
 from dogbreed.serve.config import ConfigError, ServerSettings
+from dogbreed.serve.readiness import ReadyWorkers
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class ModelServer(BaseApplication):
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        self.ready_workers = ReadyWorkers(settings.workers)
         super().__init__()
 
     def load_config(self) -> None:
@@ -43,6 +45,7 @@ class ModelServer(BaseApplication):
             "keepalive": s.keepalive_s,
             "preload_app": False,
             "post_fork": self.post_fork,
+            "child_exit": self.child_exit,
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": "dogbreed-serve",
@@ -59,10 +62,14 @@ class ModelServer(BaseApplication):
 
             os.environ["DOGBREED_CUDA_INDEX"] = str(worker.age % max(1, cuda_device_count()))
 
+    def child_exit(self, server: Any, worker: Any) -> None:
+        """In the master: a worker that exits is no longer ready."""
+        self.ready_workers.forget(worker.pid)
+
     def load(self) -> Any:
         from dogbreed.serve.app import create_app
 
-        return create_app(self.settings)
+        return create_app(self.settings, self.ready_workers)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
