@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -60,51 +61,42 @@ def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def measure(batches, steps: int, batch_size: int, model: nn.Module) -> float:
-    """Images/s of ``steps`` training steps over ``batches`` (after one warm-up step)."""
-    world = World()
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    precision = Precision(world.device, enabled=True)
-    iterator = iter(batches)
-    warm = [next(iterator)]
-    train_one_epoch(
-        model,
-        criterion,
-        optimizer,
-        warm,
-        precision,
-        world,
-        DebuggerHook(),
-        EpochTotals(),
-        lambda _: None,
-        lambda: False,
-        "warm-up",
-        0,
-        1,
-        10**9,
-    )
-    timed = (next(iterator) for _ in range(steps))
-    totals = EpochTotals()
-    start = time.perf_counter()
-    train_one_epoch(
-        model,
-        criterion,
-        optimizer,
-        timed,
-        precision,
-        world,
-        DebuggerHook(),
-        totals,
-        lambda _: None,
-        lambda: False,
-        "bench",
-        0,
-        steps,
-        10**9,
-    )
-    elapsed = time.perf_counter() - start
-    return totals.count / elapsed
+class StepTimer:
+    """Times training steps with the trainer's own step function on one model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.world = World()
+        self.criterion = nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+        self.precision = Precision(self.world.device, enabled=True)
+
+    def images_per_second(self, batches, steps: int) -> float:
+        """Images/s over ``steps`` steps drawn from ``batches``, after one untimed warm-up step."""
+        iterator = iter(batches)
+        self._run([next(iterator)], 1, EpochTotals())
+        totals = EpochTotals()
+        start = time.perf_counter()
+        self._run((next(iterator) for _ in range(steps)), steps, totals)
+        return totals.count / (time.perf_counter() - start)
+
+    def _run(self, batches, steps: int, totals: EpochTotals) -> None:
+        train_one_epoch(
+            self.model,
+            self.criterion,
+            self.optimizer,
+            batches,
+            self.precision,
+            self.world,
+            DebuggerHook(),
+            totals,
+            lambda _: None,
+            lambda: False,
+            "bench",
+            0,
+            steps,
+            10**9,
+        )
 
 
 def main() -> None:
@@ -112,6 +104,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=-1, help="-1: the trainer's default")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,32 +115,35 @@ def main() -> None:
         f"device {device}, torch threads {torch.get_num_threads()}, batch {hp.batch_size}, size {hp.image_size}"
     )
 
-    def fresh_model() -> nn.Module:
-        torch.manual_seed(0)
-        return build_model(133).to(device, memory_format=torch.channels_last)
-
-    # Compute-only: the same batch of in-memory tensors, every step.
+    torch.manual_seed(0)
+    timer = StepTimer(build_model(133).to(device, memory_format=torch.channels_last))
     images = torch.randn(hp.batch_size, 3, hp.image_size, hp.image_size)
     labels = torch.randint(0, 133, (hp.batch_size,))
-    compute = measure(
-        iter(lambda: (images, labels), None), args.steps, hp.batch_size, fresh_model()
-    )
+    in_memory = iter(lambda: (images, labels), None)  # the same batch, every step
 
     with tempfile.TemporaryDirectory() as tmp:
         count = hp.batch_size * (args.steps + 1)
         paths = photo_like_jpegs(Path(tmp), count)
-        dataset = ImageDataset(
-            [(p, i % 133) for i, p in enumerate(paths)],
-            train_transform(hp.image_size),
-            hp.image_size,
-            seed=0,
-        )
+        samples = [(p, i % 133) for i, p in enumerate(paths)]
+        dataset = ImageDataset(samples, train_transform(hp.image_size), hp.image_size, seed=0)
         sampler = EpochBatchSampler(len(dataset), hp.batch_size, seed=0)
-        loader = make_loader(dataset, sampler, hp, World())
-        print(f"data loader workers: {loader.num_workers}, {count} JPEGs ~500x375")
-        full = measure(loader, args.steps, hp.batch_size, fresh_model())
-
-    ratio = full / compute
+        workers = make_loader(dataset, sampler, hp, World()).num_workers
+        print(f"data loader workers: {workers}, {count} JPEGs ~500x375, {args.rounds} rounds")
+        # Alternate the two measurements so that load from elsewhere hits both alike; each full
+        # round starts a fresh loader (worker start-up included, as in every training epoch).
+        rounds = []
+        for n in range(args.rounds):
+            compute = timer.images_per_second(in_memory, args.steps)
+            sampler.set_epoch(n)
+            full = timer.images_per_second(make_loader(dataset, sampler, hp, World()), args.steps)
+            rounds.append((compute, full))
+            print(
+                f"  round {n + 1}: compute {compute:6.1f} img/s, full {full:6.1f} img/s, ratio {full / compute:.3f}"
+            )
+    compute = statistics.median(c for c, _ in rounds)
+    full = statistics.median(f for _, f in rounds)
+    ratio = statistics.median(f / c for c, f in rounds)
+    print(f"medians over {args.rounds} rounds")
     print(f"compute-only step : {compute:8.1f} img/s  (in-memory tensors)")
     print(f"full pipeline     : {full:8.1f} img/s  (JPEG decode + augmentation + step)")
     print(
