@@ -77,18 +77,7 @@ if [[ -z $registry ]]; then
     || die "the AWS CLI (aws) is not installed: https://aws.amazon.com/cli/ (or push elsewhere with --registry)"
 fi
 
-# 1. Images.
-local_images=()
-for role in "${roles[@]}"; do local_images+=("${prefix}${role}:${tag}"); done
-if [[ $build == 1 ]]; then
-  "$repo_root/scripts/build_images.sh" --tag "$tag" --prefix "$prefix" "${build_args[@]}" "$which" >/dev/null
-else
-  for image in "${local_images[@]}"; do
-    docker image inspect "$image" >/dev/null 2>&1 || die "no local image $image (drop --no-build to build it)"
-  done
-fi
-
-# 2. Where they go.
+# 1. Where they go (before building, so missing settings fail fast).
 aws_cli() {
   aws ${profile:+--profile "$profile"} ${endpoint:+--endpoint-url "$endpoint"} --region "$region" "$@"
 }
@@ -101,18 +90,32 @@ else
   fi
   [[ -n $region ]] || die "no AWS region: pass --region or set one with 'aws configure'"
   if [[ -z $account ]]; then
-    if ! account=$(aws_cli sts get-caller-identity --query Account --output text 2>"${TMPDIR:-/tmp}/bap-sts.$$"); then
-      reason=$(tail -n 3 "${TMPDIR:-/tmp}/bap-sts.$$"); rm -f "${TMPDIR:-/tmp}/bap-sts.$$"
-      die "cannot find the AWS account: no usable AWS credentials? (aws sts get-caller-identity: $reason)"
+    # stdout and stderr together: on failure the CLI's own reason is shown (it holds no secrets).
+    if ! out=$(aws_cli sts get-caller-identity --query Account --output text 2>&1); then
+      die "cannot find the AWS account: no usable AWS credentials? (aws sts get-caller-identity: $(tail -n 3 <<<"$out"))"
     fi
-    rm -f "${TMPDIR:-/tmp}/bap-sts.$$"
+    account=$(tail -n 1 <<<"$out")
   fi
   [[ $account =~ ^[0-9]{12}$ ]] || die "AWS account id must be 12 digits, got '$account'"
   suffix=amazonaws.com
   [[ $region == cn-* ]] && suffix=amazonaws.com.cn
   target=${ecr_host:-$account.dkr.ecr.$region.$suffix}
   log "ECR registry $account.dkr.ecr.$region.$suffix${ecr_host:+ (pushing to $ecr_host)}"
+fi
 
+# 2. Images.
+local_images=()
+for role in "${roles[@]}"; do local_images+=("${prefix}${role}:${tag}"); done
+if [[ $build == 1 ]]; then
+  "$repo_root/scripts/build_images.sh" --tag "$tag" --prefix "$prefix" "${build_args[@]}" "$which" >/dev/null
+else
+  for image in "${local_images[@]}"; do
+    docker image inspect "$image" >/dev/null 2>&1 || die "no local image $image (drop --no-build to build it)"
+  done
+fi
+
+# 3. ECR repositories and login.
+if [[ -z $registry ]]; then
   for role in "${roles[@]}"; do
     repo="${prefix}${role}"
     if err=$(aws_cli ecr describe-repositories --repository-names "$repo" 2>&1 >/dev/null); then
@@ -132,7 +135,7 @@ else
     || die "docker login to $target failed (aws ecr get-login-password or docker login above)"
 fi
 
-# 3. Tag and push.
+# 4. Tag and push.
 uris=()
 for role in "${roles[@]}"; do
   uri="$target/${prefix}${role}:${tag}"
