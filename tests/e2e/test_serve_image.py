@@ -107,22 +107,32 @@ def test_serve_honours_bind_to_port_and_stops_on_sigterm(serve_image: str, model
         assert took < 25, f"SIGTERM took {took:.1f} s to stop the server (SageMaker kills at 30 s)"
 
 
-def test_serve_needs_no_network(serve_image: str, model_dir: Path, scratch_dir: Path) -> None:
-    """Network isolation: with no network at all, the server still loads and answers (a tarball)."""
+PING_FROM_INSIDE = (
+    "import time, urllib.request\n"
+    "for _ in range(600):\n"
+    "    try:\n"
+    "        print(urllib.request.urlopen('http://127.0.0.1:8080/ping').status); break\n"
+    "    except Exception: time.sleep(0.1)\n"
+)
+
+
+def test_serve_needs_no_network(serve_image: str, model_dir: Path) -> None:
+    """Network isolation: with no network at all, the server loads the model and answers."""
+    args = ["--network", "none", "-v", f"{model_dir}:/opt/ml/model:ro", serve_image, "serve"]
+    with Container(args) as server:
+        answer = run(["docker", "exec", server.name, "python", "-c", PING_FROM_INSIDE], timeout=120)
+        assert answer.stdout.strip() == "200", server.read_logs()[-3000:]
+
+
+def test_serve_loads_a_model_tarball(serve_image: str, model_dir: Path, scratch_dir: Path) -> None:
+    """``serve --model-dir model.tar.gz``: the artifact as SageMaker stores it in S3."""
     tarball = scratch_dir / "model.tar.gz"
     made = run(["tar", "-czf", str(tarball), "-C", str(model_dir), "model.pt", "model.json"])
     assert made.returncode == 0, made.stderr
     args = ["--network", "none", "-v", f"{scratch_dir}:/models:ro", serve_image]
     args += ["serve", "--model-dir", "/models/model.tar.gz"]
-    probe = (
-        "import time, urllib.request\n"
-        "for _ in range(600):\n"
-        "    try:\n"
-        "        print(urllib.request.urlopen('http://127.0.0.1:8080/ping').status); break\n"
-        "    except Exception: time.sleep(0.1)\n"
-    )
     with Container(args) as server:
-        answer = run(["docker", "exec", server.name, "python", "-c", probe], timeout=120)
+        answer = run(["docker", "exec", server.name, "python", "-c", PING_FROM_INSIDE], timeout=120)
         assert answer.stdout.strip() == "200", server.read_logs()[-3000:]
 
 
