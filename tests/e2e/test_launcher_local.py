@@ -20,10 +20,11 @@ from e2e_support import FIGURES, free_port, run
 from PIL import Image
 
 from dogbreed.artifact import load_artifact
+from dogbreed.cli import main
 from dogbreed.data import class_label
 from dogbreed.launch.deploy import EndpointSpec, cleanup, deploy, model_request
 from dogbreed.launch.invoke import invoke, read_image
-from dogbreed.launch.jobs import TrainingJobSpec, model_artifact_of, start_training_job
+from dogbreed.launch.jobs import model_artifact_of
 from dogbreed.launch.session import Aws, unique_name
 from dogbreed.launch.transform import TransformSpec, start_transform
 from dogbreed.metrics import OBJECTIVE_METRIC, parse_metric_line
@@ -75,27 +76,22 @@ def test_local_mode_trains_serves_and_batch_transforms_with_our_images(
     aws = offline_aws
     breeds = [class_label(p.name) for p in sorted((sample_data / "train").iterdir())]
 
-    # Training job: the request dogbreed train builds, with file:// channels and output.
+    # Training job: `dogbreed train --local`, local paths become file:// channels and output.
     output = scratch_dir / "output"
     output.mkdir()
     job = unique_name("dogbreed-local")
-    spec = TrainingJobSpec(
-        name=job,
-        image_uri=train_image,
-        role_arn="arn:aws:iam::000000000000:role/dogbreed-local",
-        output_s3=output.as_uri(),
-        channels={"training": sample_data.as_uri()},
-        hyperparameters=HYPERPARAMETERS,
-        instance_type="local",
-    )
+    args = ["train", "--local", "--image", train_image, "--name", job]
+    args += ["--data", str(sample_data), "--output", str(output)]
+    args += [f"--hp={key}={value}" for key, value in HYPERPARAMETERS.items()]
     started = time.monotonic()
-    start_training_job(aws, spec)
+    assert main(args) == 0
     FIGURES["SDK local mode: training job (2 epochs, sample, CPU)"] = (
         f"{time.monotonic() - started:.1f} s"
     )
     log = capfd.readouterr().out
     metric_lines = [m for m in map(parse_metric_line, log.splitlines()) if m]
     assert any(OBJECTIVE_METRIC in m for m in metric_lines), log[-3000:]
+    assert f"model: {(output / 'model.tar.gz').as_uri()}" in log
 
     model_data = model_artifact_of(aws, job)
     assert model_data == (output / "model.tar.gz").as_uri()
@@ -108,7 +104,7 @@ def test_local_mode_trains_serves_and_batch_transforms_with_our_images(
         name=f"{job}-ep",
         image_uri=serve_image,
         model_data=model_data,
-        role_arn=spec.role_arn,
+        role_arn="arn:aws:iam::000000000000:role/dogbreed-local",
         instance_type="local",
     )
     started = time.monotonic()
