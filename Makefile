@@ -28,7 +28,7 @@ images:
 standin-base:
 	scripts/build_standin_base.sh
 
-demo: venv
+demo:
 	BASE_IMAGE=$(BASE_IMAGE) TAG=$(TAG) local_test/demo.sh
 
 push:
