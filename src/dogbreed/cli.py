@@ -245,6 +245,8 @@ def run_train(args: argparse.Namespace) -> int:
             profiler=not args.no_profiler,
             profiling_interval_ms=args.profiling_interval_ms,
         )
+    if aws.local and not (args.no_debugger and args.no_profiler):
+        print("local mode: Debugger rules and the profiler run on AWS only; training without them")
     name = args.name or unique_name("dogbreed-train")
     spec = _training_spec(args, aws, name, hyperparameters)
     print(f"starting training job {name}" + (" in local mode" if aws.local else ""))

@@ -438,3 +438,36 @@ def test_transform_with_an_existing_model_and_wait(stub, monkeypatch, capsys) ->
     assert (
         "transform job batch-2 failed: ClientError: 415 from container" in capsys.readouterr().err
     )
+
+
+def test_an_endpoint_that_fails_to_start_reports_why(stub, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    sm = stub("sagemaker")
+    sm.add_response(
+        "create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/dogs"}
+    )
+    sm.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:ec/dogs"},
+    )
+    sm.add_response(
+        "create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:e/dogs"}
+    )
+    reason = "The primary container for production variant AllTraffic did not pass the ping health check."
+    failed = {**endpoint("Failed"), "FailureReason": reason}
+    sm.add_response("describe_endpoint", failed, NAME)  # the waiter sees Failed and stops
+    sm.add_response("describe_endpoint", failed, NAME)  # the launcher reads the reason
+    args = [
+        "deploy",
+        "--model-data",
+        MODEL_DATA,
+        "--image",
+        SERVE_IMAGE,
+        "--role",
+        ROLE,
+        "--name",
+        "dogs",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "endpoint dogs did not come into service" in err and "ping health check" in err

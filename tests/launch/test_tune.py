@@ -232,3 +232,20 @@ def test_tuning_job_names_are_limited_to_32_characters(stub, capsys) -> None:
     ]
     assert main(args) == 1
     assert "invalid SageMaker name" in capsys.readouterr().err
+
+
+def test_a_failed_tuning_job_without_a_best_job_says_so(stub, capsys) -> None:
+    described = describe_tuning("Failed")
+    del described["BestTrainingJob"]
+    described["FailureReason"] = "All training jobs failed."
+    stub("sagemaker").add_response(
+        "describe_hyper_parameter_tuning_job",
+        described,
+        {"HyperParameterTuningJobName": "dogbreed-hpo-1"},
+    )
+    assert main(["tune", "--status", "dogbreed-hpo-1"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "tuning job dogbreed-hpo-1 (Failed) has no completed training job yet: All training jobs failed."
+        in err
+    )
