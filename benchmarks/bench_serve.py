@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="server environment"
     )
+    parser.add_argument(
+        "--http-only", action="store_true", help="skip the in-process limits (compare layouts)"
+    )
     args = parser.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
 
@@ -270,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             f"ResNet18 {args.classes} classes at {args.image_size}px; {available_cpus()} CPUs; "
             f"torch {torch.__version__}"
         )
+        if args.http_only:
+            serve_over_http(model_dir, jpegs, args, env)
+            return 0
         before = in_process_limits(model_dir, jpegs, args.seconds / 4)
         http_results = serve_over_http(model_dir, jpegs, args, env)
         after = in_process_limits(model_dir, jpegs, args.seconds / 4)

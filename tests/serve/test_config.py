@@ -25,7 +25,7 @@ def test_defaults_follow_sagemaker() -> None:
 
 def test_cpu_default_is_one_worker_using_every_core() -> None:
     s = settings({}, cpus=8)
-    assert (s.device, s.workers, s.torch_threads) == ("cpu", 1, 8)
+    assert (s.device, s.workers, s.torch_threads, s.decode_threads) == ("cpu", 1, 8, 8)
 
 
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 2), (8, 3), (16, 4), (4, 4)])
@@ -74,6 +74,7 @@ def test_environment_overrides() -> None:
             "DOGBREED_MAX_BATCH_WAIT_MS": "2.5",
             "DOGBREED_MAX_IMAGE_PIXELS": "1000",
             "DOGBREED_THREADS_PER_WORKER": "4",
+            "DOGBREED_DECODE_THREADS": "3",
             "MODEL_SERVER_WORKERS": "2",
         }
     )
@@ -82,6 +83,7 @@ def test_environment_overrides() -> None:
     assert s.max_payload_bytes == 20 * 1024 * 1024
     assert (s.max_batch_size, s.max_batch_wait_s, s.max_image_pixels) == (8, 0.0025, 1000)
     assert s.max_concurrent_requests == 2 * 4
+    assert s.decode_threads == 3
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,7 @@ class ModelState:
             max_batch_size=settings.max_batch_size,
             max_batch_wait_s=settings.max_batch_wait_s,
             max_image_pixels=settings.max_image_pixels,
-            decode_slots=max(1, settings.torch_threads),
+            decode_slots=settings.decode_threads,
             timeout_s=settings.timeout_s,
         )
         predictor.warm_up(settings.warmup_rounds)

@@ -90,6 +90,7 @@ class ServerSettings:
     workers: int
     threads: int  # request threads per worker (gunicorn gthread)
     torch_threads: int  # intra-op threads per worker
+    decode_threads: int  # request threads that may decode/preprocess at once, per worker
     timeout_s: int
     graceful_timeout_s: int
     keepalive_s: int
@@ -162,6 +163,7 @@ class ServerSettings:
             workers=workers,
             threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), max(8, max_batch_size)),
             torch_threads=torch_threads,
+            decode_threads=_int(env, ("DOGBREED_DECODE_THREADS",), torch_threads),
             timeout_s=_int(env, timeout_names, DEFAULT_TIMEOUT_S),
             graceful_timeout_s=_int(
                 env, ("DOGBREED_GRACEFUL_TIMEOUT",), DEFAULT_GRACEFUL_TIMEOUT_S
