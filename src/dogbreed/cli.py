@@ -84,7 +84,7 @@ def _uri(value: str | None, local: bool) -> str | None:
 
 def _channels(args: argparse.Namespace, local: bool = False) -> dict[str, str]:
     names = {"data": "training", "train": "train", "valid": "valid", "test": "test"}
-    names["pretrained"] = "pretrained"
+    names |= {"pretrained": "pretrained"}
     return {
         channel: _uri(getattr(args, option), local)
         for option, channel in names.items()
@@ -92,7 +92,9 @@ def _channels(args: argparse.Namespace, local: bool = False) -> dict[str, str]:
     }
 
 
-def _training_spec(args: argparse.Namespace, aws: Any, name: str, hyperparameters: dict) -> Any:
+def _training_spec(
+    args: argparse.Namespace, aws: Any, name: str, hyperparameters: dict, debugger: Any = None
+) -> Any:
     from dogbreed.launch.jobs import TrainingJobSpec, hyperparameter_strings
     from dogbreed.launch.session import resolve_role
 
@@ -111,7 +113,7 @@ def _training_spec(args: argparse.Namespace, aws: Any, name: str, hyperparameter
         spot=args.spot,
         max_wait_s=args.max_wait,
         checkpoint_s3=args.checkpoint_s3,
-        debugger=getattr(args, "debugger_settings", None),
+        debugger=debugger,
     )
 
 
@@ -234,8 +236,9 @@ def run_train(args: argparse.Namespace) -> int:
         hyperparameters = merge(
             best_hyperparameters(_connect(args), args.from_tuning_job), hyperparameters
         )
+    debugger = None
     if not args.local:
-        args.debugger_settings = DebuggerSettings(
+        debugger = DebuggerSettings(
             s3_output=args.debug_output or args.output,
             tensors=not args.no_debugger,
             losses_interval=args.losses_interval,
@@ -248,7 +251,7 @@ def run_train(args: argparse.Namespace) -> int:
     if aws.local and not (args.no_debugger and args.no_profiler):
         print("local mode: Debugger rules and the profiler run on AWS only; training without them")
     name = args.name or unique_name("dogbreed-train")
-    spec = _training_spec(args, aws, name, hyperparameters)
+    spec = _training_spec(args, aws, name, hyperparameters, debugger)
     print(f"starting training job {name}" + (" in local mode" if aws.local else ""))
     start_training_job(aws, spec)
     if aws.local or args.wait:
