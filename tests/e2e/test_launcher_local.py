@@ -50,7 +50,21 @@ def sdk_containers() -> Iterator[None]:
 
 
 @pytest.fixture
-def offline_aws(monkeypatch: pytest.MonkeyPatch, scratch_dir: Path, sdk_containers: None) -> Aws:
+def no_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The SDK would GET an S3 URL per call to report usage; the launcher opts out: check it."""
+    sent: list[tuple] = []
+    monkeypatch.setattr(
+        "sagemaker.core.telemetry.telemetry_logging._send_telemetry_request",
+        lambda *args, **kwargs: sent.append(args),
+    )
+    yield
+    assert not sent, f"the SDK tried to send telemetry: {sent}"
+
+
+@pytest.fixture
+def offline_aws(
+    monkeypatch: pytest.MonkeyPatch, scratch_dir: Path, sdk_containers: None, no_telemetry: None
+) -> Aws:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

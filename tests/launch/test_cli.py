@@ -71,3 +71,22 @@ def test_no_region_is_a_clear_error(monkeypatch, capsys) -> None:
 def test_the_debugger_output_of_a_job_is_under_its_name() -> None:
     job = {"TrainingJobName": "j-1", "DebugHookConfig": {"S3OutputPath": "s3://b/runs/"}}
     assert debugger_output_of(job) == "s3://b/runs/j-1/debug-output"
+
+
+def test_local_mode_opts_out_of_the_sdks_telemetry(monkeypatch) -> None:
+    """Local mode must stay local: the SDK would otherwise GET an S3 URL on each decorated call."""
+    from sagemaker.core.local import LocalSession
+
+    from dogbreed.launch.session import Aws
+
+    sent: list[tuple] = []
+    monkeypatch.setattr(
+        "sagemaker.core.telemetry.telemetry_logging._send_telemetry_request",
+        lambda *args, **kwargs: sent.append(args),
+    )
+    container = {"Image": "dogbreed-serve:latest", "ModelDataUrl": "file:///tmp/model.tar.gz"}
+    LocalSession().sagemaker_client.create_model("telemetry-on", container)
+    assert sent  # the check can see a send: the SDK's default reports usage
+    sent.clear()
+    Aws.local_mode().sagemaker.create_model("telemetry-off", container)
+    assert sent == []

@@ -18,6 +18,11 @@ ROLE_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]{1,512
 #: Role ARN sent in local mode, where nothing checks it.
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/dogbreed-local"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+#: SageMaker SDK defaults for local mode: no telemetry requests.
+SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
 
 
 @dataclass
@@ -65,7 +70,8 @@ class Aws:
     def _open_local(self) -> None:
         from sagemaker.core.local import LocalSession  # heavy import: only in local mode
 
-        local = LocalSession(boto_session=self.session)
+        # The SDK reports usage to an S3 endpoint unless told not to: local mode stays local.
+        local = LocalSession(boto_session=self.session, sagemaker_config=SDK_CONFIG)
         if self.local_config is not None:
             local.config = self.local_config
         self._clients["sagemaker"] = local.sagemaker_client
