@@ -256,7 +256,7 @@ def run_train(args: argparse.Namespace) -> int:
     start_training_job(aws, spec)
     if aws.local or args.wait:
         if not aws.local:
-            wait_for_training_job(aws, name)
+            wait_for_training_job(aws, name, on_status=print)
         print(f"model: {model_artifact_of(aws, name)}")
     else:
         print(f"follow it in the console, then: dogbreed deploy --job {name} ...")

@@ -298,3 +298,77 @@ def test_debugger_is_refused_in_local_mode() -> None:
     )
     with pytest.raises(LaunchError, match="run on AWS only"):
         training_job_request(spec, REGION, local=True)
+
+
+def test_train_wait_follows_the_job_and_prints_the_model(stub, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    sm = stub("sagemaker")
+    sm.add_response(
+        "create_training_job",
+        {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x"},
+    )
+    described = {
+        "TrainingJobName": "dogbreed-train-1",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
+        "CreationTime": datetime(2026, 1, 1),
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {
+            "InstanceType": "ml.g4dn.xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 30,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "ModelArtifacts": {
+            "S3ModelArtifacts": "s3://bucket/runs/dogbreed-train-1/output/model.tar.gz"
+        },
+    }
+    name = {"TrainingJobName": "dogbreed-train-1"}
+    for status, secondary in [
+        ("InProgress", "Starting"),
+        ("InProgress", "Training"),
+        ("InProgress", "Training"),
+        ("Completed", "Completed"),
+        ("Completed", "Completed"),
+    ]:
+        sm.add_response(
+            "describe_training_job",
+            {**described, "TrainingJobStatus": status, "SecondaryStatus": secondary},
+            name,
+        )
+    assert main(TRAIN_ARGS + ["--no-debugger", "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("dogbreed-train-1: Training") == 1 and "dogbreed-train-1: Starting" in out
+    assert "model: s3://bucket/runs/dogbreed-train-1/output/model.tar.gz" in out
+
+
+def test_a_failed_training_job_reports_its_failure_reason(stub, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    sm = stub("sagemaker")
+    sm.add_response(
+        "create_training_job",
+        {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x"},
+    )
+    sm.add_response(
+        "describe_training_job",
+        {
+            "TrainingJobName": "dogbreed-train-1",
+            "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
+            "TrainingJobStatus": "Failed",
+            "SecondaryStatus": "Failed",
+            "FailureReason": "AlgorithmError: data: no images in channel 'training'",
+            "CreationTime": datetime(2026, 1, 1),
+            "AlgorithmSpecification": {"TrainingInputMode": "File"},
+            "ResourceConfig": {
+                "InstanceType": "ml.g4dn.xlarge",
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 30,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "ModelArtifacts": {"S3ModelArtifacts": ""},
+        },
+    )
+    assert main(TRAIN_ARGS + ["--no-debugger", "--wait"]) == 1
+    assert (
+        "training job dogbreed-train-1 failed: AlgorithmError: data: no images"
+        in capsys.readouterr().err
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,11 +277,21 @@ def start_training_job(aws: Aws, spec: TrainingJobSpec) -> dict[str, Any]:
     return request
 
 
-def wait_for_training_job(aws: Aws, name: str, poll_s: float = 30.0) -> dict[str, Any]:
-    """Poll ``DescribeTrainingJob`` until the job ends; raise with its FailureReason if it failed."""
+def wait_for_training_job(
+    aws: Aws, name: str, poll_s: float = 30.0, on_status: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Poll ``DescribeTrainingJob`` until the job ends; raise with its FailureReason if it failed.
+
+    ``on_status`` hears every new secondary status (Starting, Downloading, Training, ...).
+    """
+    last = None
     while True:
         job = aws.sagemaker.describe_training_job(TrainingJobName=name)
         status = job["TrainingJobStatus"]
+        secondary = job.get("SecondaryStatus", status)
+        if on_status and secondary != last:
+            on_status(f"{name}: {secondary}")
+            last = secondary
         if status == "Completed":
             return job
         if status in ("Failed", "Stopped"):
