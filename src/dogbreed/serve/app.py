@@ -119,7 +119,7 @@ def images_from_json(body: bytes, max_images: int) -> tuple[list[bytes], list[st
 
 
 class ModelState:
-    """The worker's predictor once loaded and warmed up; the load error if it failed."""
+    """The worker's predictor, set once it is loaded and warmed up."""
 
     def __init__(self) -> None:
         self.predictor: Predictor | None = None
