@@ -102,3 +102,17 @@ def test_environment_overrides() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         settings(env)
+
+
+def test_gpu_count_never_initialises_cuda_in_this_process() -> None:
+    from dogbreed.serve.config import cuda_device_count
+
+    cuda_device_count()
+    import torch
+
+    assert not torch.cuda.is_initialized()
+
+
+def test_forcing_cpu_skips_gpu_detection() -> None:
+    s = ServerSettings.from_env({"DOGBREED_DEVICE": "cpu"}, cpus=4)  # gpus not given: not probed
+    assert (s.device, s.gpus, s.workers) == ("cpu", 0, 1)

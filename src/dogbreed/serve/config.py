@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +47,21 @@ def available_cpus() -> int:
 
 
 def cuda_device_count() -> int:
-    import torch
+    """GPUs torch can see, counted in a child process.
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    CUDA initialised in the gunicorn master would be unusable in the workers it forks, so the
+    master never touches CUDA itself; without the NVIDIA driver's device node it is 0 at once.
+    """
+    if not Path("/dev/nvidiactl").exists():
+        return 0
+    count = "import torch; print(torch.cuda.device_count())"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", count], capture_output=True, text=True, timeout=300, check=True
+        )
+        return int(result.stdout.split()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 0
 
 
 def _int(env: Mapping[str, str], names: tuple[str, ...], default: int, minimum: int = 1) -> int:
@@ -87,6 +101,7 @@ class ServerSettings:
     host: str
     port: int
     device: str  # "cpu" or "cuda"
+    gpus: int  # CUDA devices the workers share (0 on CPU)
     workers: int
     threads: int  # request threads per worker (gunicorn gthread)
     torch_threads: int  # intra-op threads per worker
@@ -122,11 +137,13 @@ class ServerSettings:
         env = os.environ if env is None else env
         cpus = available_cpus() if cpus is None else cpus
         device = env.get("DOGBREED_DEVICE", "").strip().lower()
-        if not device:
-            device = "cuda" if (cuda_device_count() if gpus is None else gpus) > 0 else "cpu"
-        if device not in ("cpu", "cuda"):
+        if device not in ("", "cpu", "cuda"):
             raise ConfigError(f"DOGBREED_DEVICE must be 'cpu' or 'cuda', got {device!r}")
-        gpus = (cuda_device_count() if gpus is None else gpus) if device == "cuda" else 0
+        if device != "cpu" and gpus is None:
+            gpus = cuda_device_count()
+        if not device:
+            device = "cuda" if gpus else "cpu"
+        gpus = (gpus or 0) if device == "cuda" else 0
         if device == "cuda" and gpus == 0:
             raise ConfigError("DOGBREED_DEVICE=cuda but no CUDA device is visible")
 
@@ -160,6 +177,7 @@ class ServerSettings:
             host=env.get("DOGBREED_BIND_HOST", "").strip() or "0.0.0.0",
             port=port,
             device=device,
+            gpus=gpus,
             workers=workers,
             threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), max(8, max_batch_size)),
             torch_threads=torch_threads,

@@ -58,9 +58,7 @@ class ModelServer(BaseApplication):
     def post_fork(self, server: Any, worker: Any) -> None:
         """Spread GPU workers over the visible devices (worker ages count up from 1)."""
         if self.settings.device == "cuda":
-            from dogbreed.serve.config import cuda_device_count
-
-            os.environ["DOGBREED_CUDA_INDEX"] = str(worker.age % max(1, cuda_device_count()))
+            os.environ["DOGBREED_CUDA_INDEX"] = str(worker.age % self.settings.gpus)
 
     def child_exit(self, server: Any, worker: Any) -> None:
         """In the master: a worker that exits is no longer ready."""
