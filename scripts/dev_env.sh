@@ -35,6 +35,6 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --pro
 log "installing ${torch_pins[*]}"
 "${pip[@]}" "${torch_pins[@]}" || die "installing ${torch_pins[*]} failed"
 log "installing dogbreed[$extras] (editable)"
-"${pip[@]}" -e "$repo_root[$extras]" "${torch_pins[@]}" || die "installing dogbreed[$extras] failed"
+"${pip[@]}" -e "${repo_root}[${extras}]" "${torch_pins[@]}" || die "installing dogbreed[$extras] failed"
 echo "$key" >"$stamp"
 log "$venv is ready"
