@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,9 +84,11 @@ def docker_engine() -> None:
 
 def _script(args: list[str], what: str, timeout: float = 1800) -> str:
     """Run one of our build scripts; return the last stdout line, or fail with its log tail."""
+    start = time.monotonic()
     result = run([str(REPO_ROOT / "scripts" / args[0]), *args[1:]], timeout=timeout)
     if result.returncode != 0:
         pytest.fail(f"{what} failed (exit {result.returncode}):\n{result.stderr[-4000:]}", False)
+    FIGURES[what] = f"{time.monotonic() - start:.0f} s"
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -95,15 +98,15 @@ def base_image(docker_engine: None) -> str:
     if given:
         return given
     if shutil.which("debootstrap") is None:
-        tag = _script(["build_standin_base.sh", "--print-tag"], "build_standin_base.sh")
-        if run(["docker", "image", "inspect", tag]).returncode != 0:
+        printed = run([str(REPO_ROOT / "scripts" / "build_standin_base.sh"), "--print-tag"])
+        if run(["docker", "image", "inspect", printed.stdout.strip()]).returncode != 0:
             unavailable("debootstrap is not installed, so the stand-in base image cannot be built")
-    return _script(["build_standin_base.sh"], "building the stand-in base image")
+    return _script(["build_standin_base.sh"], "stand-in base image (built or reused)")
 
 
 def _build(role: str, base: str) -> str:
     args = ["build_images.sh", "--base-image", base, "--tag", IMAGE_TAG, "--bake-weights", "0"]
-    return _script([*args, role], f"building the {role} image")
+    return _script([*args, role], f"{role} image build (docker layer cache)")
 
 
 @pytest.fixture(scope="session")
