@@ -13,16 +13,16 @@ from dogbreed.serve.batcher import Batcher, BatcherStopped
 
 
 class SlowDouble:
-    """Doubles its input after ``delay_s``, recording the batch sizes it saw."""
+    """Doubles its inputs after ``delay_s``, recording the batch sizes it saw."""
 
     def __init__(self, delay_s: float = 0.02) -> None:
         self.delay_s = delay_s
         self.sizes: list[int] = []
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
         self.sizes.append(len(batch))
         time.sleep(self.delay_s)
-        return batch * 2
+        return list(torch.stack(batch) * 2)
 
 
 def test_lone_request_runs_at_once() -> None:
@@ -31,7 +31,7 @@ def test_lone_request_runs_at_once() -> None:
     start = time.perf_counter()
     out = batcher.run([torch.tensor([1.0, 2.0])])
     assert time.perf_counter() - start < 0.05
-    torch.testing.assert_close(out, torch.tensor([[2.0, 4.0]]))
+    torch.testing.assert_close(out, [torch.tensor([2.0, 4.0])])
     assert forward.sizes == [1]
     batcher.stop()
 
@@ -42,7 +42,7 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_rows() -> No
     with ThreadPoolExecutor(16) as pool:
         outputs = list(pool.map(lambda i: batcher.run([torch.full((3,), float(i))]), range(16)))
     for i, out in enumerate(outputs):
-        torch.testing.assert_close(out, torch.full((1, 3), 2.0 * i))
+        torch.testing.assert_close(out, [torch.full((3,), 2.0 * i)])
     assert sum(forward.sizes) == 16
     assert max(forward.sizes) == 4  # bounded, and actually batched
     assert len(forward.sizes) < 16
@@ -65,23 +65,47 @@ def test_max_wait_gathers_a_fuller_batch() -> None:
 def test_a_failing_batch_fails_its_requests_only() -> None:
     calls = []
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
+    def forward(batch: list[torch.Tensor]) -> list[torch.Tensor]:
         calls.append(len(batch))
         if len(calls) == 1:
             raise RuntimeError("out of memory")
-        return batch + 1
+        return [t + 1 for t in batch]
 
     batcher = Batcher(forward, max_batch_size=2)
     with pytest.raises(RuntimeError, match="out of memory"):
         batcher.run([torch.zeros(1)])
-    torch.testing.assert_close(batcher.run([torch.zeros(1)]), torch.ones(1, 1))
+    torch.testing.assert_close(batcher.run([torch.zeros(1)]), [torch.ones(1)])
+    batcher.stop()
+
+
+def test_a_failed_input_fails_its_own_request_only() -> None:
+    def forward(batch: list[int]) -> list[object]:
+        return [ValueError(f"bad {x}") if x < 0 else x * 10 for x in batch]
+
+    batcher = Batcher(forward, max_batch_size=4, max_wait_s=0.2)
+    good, bad = batcher.submit([1]), batcher.submit([-1])
+    assert good[0].result(timeout=5) == 10
+    with pytest.raises(ValueError, match="bad -1"):
+        bad[0].result(timeout=5)
+    batcher.stop()
+
+
+def test_on_start_runs_on_the_inference_thread() -> None:
+    names: list[str] = []
+    batcher = Batcher(
+        lambda batch: batch,
+        max_batch_size=1,
+        on_start=lambda: names.append(threading.current_thread().name),
+    )
+    assert batcher.run(["x"]) == ["x"]
+    assert names == ["dogbreed-batcher"]
     batcher.stop()
 
 
 def test_timeout_cancels_work_nobody_waits_for() -> None:
     release = threading.Event()
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
+    def forward(batch: list[torch.Tensor]) -> list[torch.Tensor]:
         release.wait(5)
         return batch
 

@@ -130,14 +130,16 @@ def test_weights_that_do_not_fit_stop_the_server(model_dir: Path, tmp_path: Path
         server.stop()
 
 
-def test_serves_a_model_tarball(model_dir: Path, tmp_path: Path) -> None:
+def test_serves_a_model_tarball_preprocessing_on_request_threads(
+    model_dir: Path, tmp_path: Path
+) -> None:
     import tarfile
 
     tarball = tmp_path / "model.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         for path in model_dir.iterdir():
             tar.add(path, arcname=path.name)
-    server = start_server(tarball, tmp_path)
+    server = start_server(tarball, tmp_path, DOGBREED_PREPROCESS_ON="request-threads")
     try:
         server.wait_ready()
         response = requests.post(
@@ -148,5 +150,14 @@ def test_serves_a_model_tarball(model_dir: Path, tmp_path: Path) -> None:
         )
         assert response.status_code == 200
         assert len(response.json()["predictions"][0]) == 2
+        whole = jpeg_bytes(1, size=(200, 160))
+        broken = requests.post(
+            f"{server.url}/invocations",
+            data=whole[: len(whole) // 2],
+            headers={"Content-Type": "image/jpeg"},
+            timeout=30,
+        )
+        assert broken.status_code == 400
+        assert "truncated" in broken.json()["message"]
     finally:
         server.stop()

@@ -133,6 +133,8 @@ class ModelState:
             max_batch_size=settings.max_batch_size,
             max_batch_wait_s=settings.max_batch_wait_s,
             max_image_pixels=settings.max_image_pixels,
+            torch_threads=settings.torch_threads,
+            preprocess_on_requests=settings.preprocess_on_requests,
             decode_slots=settings.decode_threads,
             timeout_s=settings.timeout_s,
         )

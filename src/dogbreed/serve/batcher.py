@@ -1,9 +1,12 @@
-"""Cross-request batching: request threads submit tensors, one thread runs them in batches.
+"""Cross-request batching: request threads submit inputs, one thread runs them in batches.
 
 The inference thread takes everything queued (up to ``max_batch_size``) as soon as it is free, so
 a lone request runs at once (no added latency) while requests that arrive during a forward pass
 are gathered into the next one. ``max_wait_s`` > 0 additionally holds a partial batch open that
 long for more requests, trading latency for larger batches.
+
+``run_batch`` maps a list of inputs to a list of results, one per input; a result that is an
+exception fails that input's request alone.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-
-import torch
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +29,27 @@ class BatcherStopped(RuntimeError):
 
 @dataclass
 class _Item:
-    tensor: torch.Tensor
-    future: Future[torch.Tensor] = field(default_factory=Future)
+    value: Any
+    future: Future[Any] = field(default_factory=Future)
 
 
 class Batcher:
-    """Run ``forward`` on stacked inputs from many threads, ``max_batch_size`` at a time."""
+    """Run ``run_batch`` on inputs from many threads, ``max_batch_size`` at a time, on one thread.
+
+    ``on_start`` runs first on the inference thread (per-thread setup such as torch threads).
+    """
 
     def __init__(
         self,
-        forward: Callable[[torch.Tensor], torch.Tensor],
+        run_batch: Callable[[list[Any]], Sequence[Any]],
         max_batch_size: int,
         max_wait_s: float = 0.0,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        self._forward = forward
+        self._run_batch = run_batch
+        self._on_start = on_start
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._queue: deque[_Item] = deque()
@@ -53,9 +60,9 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="dogbreed-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, tensors: Sequence[torch.Tensor]) -> list[Future[torch.Tensor]]:
-        """Queue each tensor (one input, no batch dimension); each future yields its output row."""
-        items = [_Item(t) for t in tensors]
+    def submit(self, inputs: Sequence[Any]) -> list[Future[Any]]:
+        """Queue each input; each future yields its result."""
+        items = [_Item(value) for value in inputs]
         with self._ready:
             if self._stopped:
                 raise BatcherStopped("the inference thread has stopped")
@@ -63,9 +70,9 @@ class Batcher:
             self._ready.notify()
         return [item.future for item in items]
 
-    def run(self, tensors: Sequence[torch.Tensor], timeout_s: float | None = None) -> torch.Tensor:
-        """Submit ``tensors`` and wait for their outputs, stacked in order."""
-        futures = self.submit(tensors)
+    def run(self, inputs: Sequence[Any], timeout_s: float | None = None) -> list[Any]:
+        """Submit ``inputs`` and wait for their results, in order; raise the first failure."""
+        futures = self.submit(inputs)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         rows = []
         try:
@@ -76,7 +83,7 @@ class Batcher:
             for future in futures:
                 future.cancel()  # queued work nobody waits for is skipped
             raise
-        return torch.stack(rows)
+        return rows
 
     def stop(self) -> None:
         """Finish what is queued, then end the inference thread."""
@@ -102,12 +109,16 @@ class Batcher:
             return [self._queue.popleft() for _ in range(count)]
 
     def _loop(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
         while (batch := self._take_batch()) is not None:
             batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
             try:
-                outputs = self._forward(torch.stack([item.tensor for item in batch]))
+                results = self._run_batch([item.value for item in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
             except Exception as exc:  # one bad batch must not kill the thread
                 log.exception("inference failed for a batch of %d", len(batch))
                 for item in batch:
@@ -115,5 +126,8 @@ class Batcher:
                 continue
             self.batches_run += 1
             self.items_run += len(batch)
-            for item, row in zip(batch, outputs, strict=True):
-                item.future.set_result(row)
+            for item, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)

@@ -93,6 +93,20 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+PREPROCESS_PLACES = ("inference-thread", "request-threads")
+
+
+def _preprocess_on_requests(env: Mapping[str, str], device: str) -> bool:
+    place = env.get("DOGBREED_PREPROCESS_ON", "").strip().lower()
+    if not place:
+        return device == "cuda"
+    if place not in PREPROCESS_PLACES:
+        raise ConfigError(
+            f"DOGBREED_PREPROCESS_ON must be one of {', '.join(PREPROCESS_PLACES)}, got {place!r}"
+        )
+    return place == "request-threads"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Everything the server needs, resolved once in the gunicorn master and shared by workers."""
@@ -105,6 +119,7 @@ class ServerSettings:
     workers: int
     threads: int  # request threads per worker (gunicorn gthread)
     torch_threads: int  # intra-op threads per worker
+    preprocess_on_requests: bool  # decode on request threads (GPU) or the inference thread (CPU)
     decode_threads: int  # request threads that may decode/preprocess at once, per worker
     timeout_s: int
     graceful_timeout_s: int
@@ -181,6 +196,7 @@ class ServerSettings:
             workers=workers,
             threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), max(8, max_batch_size)),
             torch_threads=torch_threads,
+            preprocess_on_requests=_preprocess_on_requests(env, device),
             decode_threads=_int(env, ("DOGBREED_DECODE_THREADS",), torch_threads),
             timeout_s=_int(env, timeout_names, DEFAULT_TIMEOUT_S),
             graceful_timeout_s=_int(

@@ -1,0 +1,44 @@
+"""The predictor in process: both places to preprocess give the same answers and the same errors."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from dogbreed.serve.predictor import InputError, Predictor
+
+from .conftest import jpeg_bytes
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    return [jpeg_bytes(seed, size=(40 + seed, 30 + 2 * seed)) for seed in range(12)]
+
+
+@pytest.mark.parametrize("on_requests", [False, True])
+def test_concurrent_predictions_match_one_at_a_time(
+    model_dir: Path, images: list[bytes], on_requests: bool
+) -> None:
+    predictor = Predictor.from_artifact(
+        model_dir,
+        max_batch_size=4,
+        max_image_pixels=1_000_000,
+        torch_threads=1,
+        preprocess_on_requests=on_requests,
+        decode_slots=2,
+    )
+    alone = [predictor.probabilities([data])[0] for data in images]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda data: predictor.probabilities([data])[0], images))
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert predictor.batcher.batches_run < predictor.batcher.items_run  # some were batched
+    batch = predictor.probabilities(images[:3])
+    torch.testing.assert_close(batch, torch.stack(alone[:3]), atol=1e-5, rtol=1e-4)
+
+    with pytest.raises(InputError, match=r"images\[1\]"):
+        predictor.probabilities([images[0], b"junk", images[2]], ["images[0]", "images[1]", "x"])
+    predictor.batcher.stop()
