@@ -80,7 +80,7 @@ build() {  # build <role>
   [[ $role == train ]] && args+=(--build-arg "BAKE_WEIGHTS=$bake")
   log "building $image from $base_image${args:+ (BAKE_WEIGHTS=$bake)}"
   local start=$SECONDS
-  docker build -f "$repo_root/docker/$role/Dockerfile" -t "$image" \
+  docker build --force-rm -f "$repo_root/docker/$role/Dockerfile" -t "$image" \
     --build-arg "BASE_IMAGE=$base_image" "${args[@]}" "$repo_root" >&2 \
     || die "building $image failed (docker output above)"
   log "built $image in $((SECONDS - start)) s"
