@@ -54,7 +54,11 @@ def create_hook(config_path: Path) -> DebuggerHook:
         from smdebug import modes
         from smdebug.pytorch import Hook
     except ImportError as exc:
-        log.warning("debugger: %s exists but smdebug cannot be imported (%s); no tensors saved", config_path, exc)
+        log.warning(
+            "debugger: %s exists but smdebug cannot be imported (%s); no tensors saved",
+            config_path,
+            exc,
+        )
         return DebuggerHook()
 
     hook = Hook.create_from_json_file(json_file_path=str(config_path))
