@@ -50,15 +50,43 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_rows() -> No
     batcher.stop()
 
 
-def test_max_wait_gathers_a_fuller_batch() -> None:
+def test_partial_batch_waits_for_announced_requests_only() -> None:
     forward = SlowDouble(delay_s=0.0)
-    batcher = Batcher(forward, max_batch_size=4, max_wait_s=0.5)
-    futures = []
-    for i in range(4):  # arrive 20 ms apart: without waiting each would run alone
-        futures += batcher.submit([torch.tensor([float(i)])])
-        time.sleep(0.02)
-    assert [f.result(timeout=2).item() for f in futures] == [0.0, 2.0, 4.0, 6.0]
-    assert forward.sizes == [4]  # full batch released before the 0.5 s wait ran out
+    batcher = Batcher(forward, max_batch_size=4, max_wait_s=2.0)
+    announced = threading.Event()
+    late: list = []
+
+    def late_request() -> None:
+        with batcher.announce():
+            announced.set()
+            time.sleep(0.05)  # still reading its request
+            late.extend(batcher.submit([torch.tensor([1.0])]))
+
+    thread = threading.Thread(target=late_request)
+    thread.start()
+    announced.wait(5)
+    start = time.perf_counter()
+    early = batcher.run([torch.tensor([0.0])])
+    thread.join()
+    assert forward.sizes == [2]  # the early input waited for the announced one
+    assert time.perf_counter() - start < 1.0  # and only until it came, not for max_wait_s
+    assert early[0].item() == 0.0 and late[0].result(timeout=5).item() == 2.0
+
+    forward.sizes.clear()
+    with batcher.announce():  # announced, then gone without submitting (a bad request)
+        pass
+    batcher.run([torch.tensor([3.0])])
+    assert forward.sizes == [1]
+    batcher.stop()
+
+
+def test_unannounced_requests_are_not_waited_for() -> None:
+    forward = SlowDouble(delay_s=0.0)
+    batcher = Batcher(forward, max_batch_size=4, max_wait_s=2.0)
+    start = time.perf_counter()
+    batcher.run([torch.tensor([1.0])])
+    assert time.perf_counter() - start < 0.5
+    assert forward.sizes == [1]
     batcher.stop()
 
 

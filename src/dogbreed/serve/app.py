@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from dogbreed.serve.batcher import BatcherStopped
 from dogbreed.serve.config import ServerSettings
-from dogbreed.serve.predictor import InputError, Predictor
+from dogbreed.serve.predictor import InputError, Prediction, Predictor
 from dogbreed.serve.readiness import ReadyWorkers
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,12 @@ def create_app(
     @app.post("/invocations")
     def invocations() -> Response:
         predictor = ready_predictor()
+        with predictor.batcher.announce():  # a partial batch may wait for this request
+            predictions = predict_request(predictor)
+        return json_response({"predictions": [[p.as_dict() for p in row] for row in predictions]})
+
+    def predict_request(predictor: Predictor) -> list[list[Prediction]]:
+        """Validate the request, decode its images, return their top-k."""
         if request.accept_mimetypes and not request.accept_mimetypes.best_match([JSON]):
             raise ApiError(
                 406,
@@ -272,8 +278,7 @@ def create_app(
             images, names = images_from_json(body, settings.max_images_per_request)
         else:
             images, names = [body], ["image"]
-        predictions = predictor.predict(images, top_k, names)
-        return json_response({"predictions": [[p.as_dict() for p in row] for row in predictions]})
+        return predictor.predict(images, top_k, names)
 
     @app.after_request
     def echo_custom_attributes(response: Response) -> Response:

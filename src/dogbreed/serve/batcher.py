@@ -2,8 +2,9 @@
 
 The inference thread takes everything queued (up to ``max_batch_size``) as soon as it is free, so
 a lone request runs at once (no added latency) while requests that arrive during a forward pass
-are gathered into the next one. ``max_wait_s`` > 0 additionally holds a partial batch open that
-long for more requests, trading latency for larger batches.
+are gathered into the next one. A request thread may also :meth:`Batcher.announce` itself as soon
+as it starts reading a request: a partial batch then waits (at most ``max_wait_s``) for announced
+inputs, never for requests that may or may not come.
 
 ``run_batch`` maps a list of inputs to a list of results, one per input; a result that is an
 exception fails that input's request alone.
@@ -11,11 +12,12 @@ exception fails that input's request alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,11 +56,28 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self._queue: deque[_Item] = deque()
         self._ready = threading.Condition()
+        self._announced = 0
+        self._thread_state = threading.local()
         self._stopped = False
         self.batches_run = 0
         self.items_run = 0
         self._thread = threading.Thread(target=self._loop, name="dogbreed-batcher", daemon=True)
         self._thread.start()
+
+    @contextlib.contextmanager
+    def announce(self) -> Iterator[None]:
+        """Within this block the calling thread is expected to submit: partial batches wait for it."""
+        with self._ready:
+            self._announced += 1
+        self._thread_state.announced = True
+        try:
+            yield
+        finally:
+            if self._thread_state.announced:  # left without submitting (e.g. a bad request)
+                self._thread_state.announced = False
+                with self._ready:
+                    self._announced -= 1
+                    self._ready.notify()
 
     def submit(self, inputs: Sequence[Any]) -> list[Future[Any]]:
         """Queue each input; each future yields its result."""
@@ -67,6 +86,9 @@ class Batcher:
             if self._stopped:
                 raise BatcherStopped("the inference thread has stopped")
             self._queue.extend(items)
+            if getattr(self._thread_state, "announced", False):
+                self._thread_state.announced = False
+                self._announced -= 1
             self._ready.notify()
         return [item.future for item in items]
 
@@ -98,13 +120,12 @@ class Batcher:
                 if self._stopped:
                     return None
                 self._ready.wait()
-            if self.max_wait_s > 0 and len(self._queue) < self.max_batch_size:
-                deadline = time.monotonic() + self.max_wait_s
-                while len(self._queue) < self.max_batch_size and not self._stopped:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._ready.wait(remaining)
+            deadline = time.monotonic() + self.max_wait_s
+            while self._announced and len(self._queue) < self.max_batch_size and not self._stopped:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
             count = min(self.max_batch_size, len(self._queue))
             return [self._queue.popleft() for _ in range(count)]
 

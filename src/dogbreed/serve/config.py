@@ -206,7 +206,7 @@ class ServerSettings:
             max_payload_bytes=payload_mb * MIB,
             max_image_pixels=_int(env, ("DOGBREED_MAX_IMAGE_PIXELS",), DEFAULT_MAX_IMAGE_PIXELS),
             max_batch_size=max_batch_size,
-            max_batch_wait_s=_float(env, "DOGBREED_MAX_BATCH_WAIT_MS", 0.0) / 1000,
+            max_batch_wait_s=_float(env, "DOGBREED_MAX_BATCH_WAIT_MS", 5.0) / 1000,
             default_top_k=_int(env, ("DOGBREED_DEFAULT_TOP_K",), 5),
             max_images_per_request=_int(env, ("DOGBREED_MAX_IMAGES_PER_REQUEST",), 256),
             warmup_rounds=_int(env, ("DOGBREED_WARMUP_ROUNDS",), 1, minimum=0),
