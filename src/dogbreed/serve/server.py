@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="dogbreed-serve",
         description="Serve a dogbreed model over SageMaker's /ping and /invocations contract. "
-        "Settings come from the environment (see the README, "Serving"); options override them.",
+        "Settings come from the environment (see the README, section Serving); options override them.",
     )
     parser.add_argument(
         "command", nargs="?", choices=["serve"], help="accepted for `docker run IMAGE serve`"
