@@ -4,7 +4,10 @@ The inference thread takes everything queued (up to ``max_batch_size``) as soon 
 a lone request runs at once (no added latency) while requests that arrive during a forward pass
 are gathered into the next one. A request thread may also :meth:`Batcher.announce` itself as soon
 as it starts reading a request: a partial batch then waits (at most ``max_wait_s``) for announced
-inputs, never for requests that may or may not come.
+inputs. It also waits (just as briefly) to fill up to the peak number of requests in flight over
+the last second: under steady load, clients answered by one batch come straight back, and
+without this their requests would keep forming half batches beside the others'. With one client
+the peak is one, so a lone request still runs at once.
 
 ``run_batch`` maps a list of inputs to a list of results, one per input; a result that is an
 exception fails that input's request alone.
@@ -23,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: How long a peak of requests in flight counts as the load to batch for.
+PEAK_WINDOW_S = 1.0
 
 
 class BatcherStopped(RuntimeError):
@@ -57,6 +63,9 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._ready = threading.Condition()
         self._announced = 0
+        self._in_flight = 0
+        self._peak = 0
+        self._peak_at = 0.0
         self._thread_state = threading.local()
         self._stopped = False
         self.batches_run = 0
@@ -69,15 +78,24 @@ class Batcher:
         """Within this block the calling thread is expected to submit: partial batches wait for it."""
         with self._ready:
             self._announced += 1
+            self._in_flight += 1
+            self._note_peak()
         self._thread_state.announced = True
         try:
             yield
         finally:
-            if self._thread_state.announced:  # left without submitting (e.g. a bad request)
-                self._thread_state.announced = False
-                with self._ready:
+            with self._ready:
+                self._in_flight -= 1
+                if self._thread_state.announced:  # left without submitting (e.g. a bad request)
+                    self._thread_state.announced = False
                     self._announced -= 1
                     self._ready.notify()
+
+    def _note_peak(self) -> None:
+        """Track the most requests in flight at once over the last PEAK_WINDOW_S (lock held)."""
+        now = time.monotonic()
+        if self._in_flight >= self._peak or now - self._peak_at > PEAK_WINDOW_S:
+            self._peak, self._peak_at = self._in_flight, now
 
     def submit(self, inputs: Sequence[Any]) -> list[Future[Any]]:
         """Queue each input; each future yields its result."""
@@ -121,7 +139,14 @@ class Batcher:
                     return None
                 self._ready.wait()
             deadline = time.monotonic() + self.max_wait_s
-            while self._announced and len(self._queue) < self.max_batch_size and not self._stopped:
+            if deadline - self._peak_at > PEAK_WINDOW_S:
+                self._note_peak()  # the old peak has expired: start from the current load
+            target = min(self.max_batch_size, self._peak)
+            while (
+                (self._announced or len(self._queue) < target)
+                and len(self._queue) < self.max_batch_size
+                and not self._stopped
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
