@@ -26,6 +26,13 @@ class JobPaths:
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
 
+    def write_failure(self, message: str) -> None:
+        """``output/failure``, written atomically: SageMaker shows its first 1024 characters."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.failure_file.with_suffix(".tmp")
+        tmp.write_text(message.strip() + "\n")
+        os.replace(tmp, self.failure_file)
+
     @property
     def debug_hook_config(self) -> Path:
         return self.input_config_dir / "debughookconfig.json"

@@ -103,7 +103,7 @@ def train() -> None:
         parse_hyperparameters(args)
     except HyperparameterError as exc:
         message = f"HyperparameterError: {exc}"
-        paths.failure_file.write_text(message + "\n")
+        paths.write_failure(message)
         raise errors.ClientError(message) from None
     if len(env.hosts) > 1:
         wait_for_host(sorted(env.hosts)[0])

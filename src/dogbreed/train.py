@@ -186,14 +186,6 @@ def write_history(history: Sequence[dict[str, float]], out_dir: Path) -> None:
     plot_training_curves(history, out_dir / "training_curves.png")
 
 
-def write_failure(paths: JobPaths, message: str) -> None:
-    """``output/failure``: SageMaker shows its first 1024 characters as the FailureReason."""
-    paths.output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = paths.failure_file.with_suffix(".tmp")
-    tmp.write_text(message.strip() + "\n")
-    os.replace(tmp, paths.failure_file)
-
-
 class Trainer:
     """Holds the job's parts; :meth:`fit` runs the epochs, :meth:`finish` writes the results."""
 
@@ -285,7 +277,7 @@ class Trainer:
             )
             log.warning(message)
             if self.world.is_main:
-                write_failure(self.paths, message)
+                self.paths.write_failure(message)
             raise
 
     def _end_epoch(self, epoch: int, train: EpochTotals) -> None:
@@ -395,11 +387,11 @@ def run(argv: Sequence[str]) -> int:
         message = f"{type(exc).__name__}: {exc}"
         log.error(message)
         if world.is_main:
-            write_failure(paths, message)
+            paths.write_failure(message)
         return 2
     except Exception as exc:
         if world.is_main:
-            write_failure(paths, f"unexpected {type(exc).__name__}: {exc}")
+            paths.write_failure(f"unexpected {type(exc).__name__}: {exc}")
         raise
     finally:
         shutdown(world)
