@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,6 +25,26 @@ class SlowDouble:
         self.sizes.append(len(batch))
         time.sleep(self.delay_s)
         return list(torch.stack(batch) * 2)
+
+
+@contextlib.contextmanager
+def announced_elsewhere(batcher: Batcher) -> Iterator[None]:
+    """Another thread announces a request for the duration of the block, then leaves."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with batcher.announce():
+            inside.set()
+            leave.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(5)
+    try:
+        yield
+    finally:
+        leave.set()
+        thread.join()
 
 
 def test_lone_request_runs_at_once() -> None:
@@ -106,15 +128,43 @@ def test_a_failing_batch_fails_its_requests_only() -> None:
     batcher.stop()
 
 
-def test_a_failed_input_fails_its_own_request_only() -> None:
-    def forward(batch: list[int]) -> list[object]:
-        return [ValueError(f"bad {x}") if x < 0 else x * 10 for x in batch]
+def test_a_failed_prepare_fails_its_own_request_only_and_at_once() -> None:
+    forward = SlowDouble(delay_s=0.0)
 
-    batcher = Batcher(forward, max_batch_size=4, max_wait_s=0.2)
-    good, bad = batcher.submit([1]), batcher.submit([-1])
-    assert good[0].result(timeout=5) == 10
-    with pytest.raises(ValueError, match="bad -1"):
-        bad[0].result(timeout=5)
+    def prepare(value: torch.Tensor) -> torch.Tensor:
+        if value.item() < 0:
+            raise ValueError(f"bad input {value.item()}")
+        return value
+
+    batcher = Batcher(forward, max_batch_size=4, max_wait_s=0.2, prepare=prepare)
+    with announced_elsewhere(batcher):  # keeps the batch gathering while the bad input fails
+        bad = batcher.submit([torch.tensor([-1.0])])[0]
+        with pytest.raises(ValueError, match="bad input -1.0"):
+            bad.result(timeout=0.1)  # before the batch's wait is over
+        good = batcher.submit([torch.tensor([1.0])])[0]
+    assert good.result(timeout=5).item() == 2.0
+    assert forward.sizes == [1]  # the bad input never reached the forward pass
+    batcher.stop()
+
+
+def test_inputs_are_prepared_while_the_batch_gathers() -> None:
+    forward = SlowDouble(delay_s=0.0)
+    prepared: list[float] = []
+    first_prepared = threading.Event()
+
+    def prepare(value: torch.Tensor) -> torch.Tensor:
+        prepared.append(value.item())
+        first_prepared.set()
+        return value + 1
+
+    batcher = Batcher(forward, max_batch_size=4, max_wait_s=2.0, prepare=prepare)
+    with announced_elsewhere(batcher):
+        early = batcher.submit([torch.tensor([1.0])])[0]
+        assert first_prepared.wait(5)  # prepared although its batch has not run yet
+        assert not early.done() and forward.sizes == []
+        late = batcher.submit([torch.tensor([2.0])])[0]
+    assert (early.result(timeout=5).item(), late.result(timeout=5).item()) == (4.0, 6.0)
+    assert prepared == [1.0, 2.0] and forward.sizes == [2]
     batcher.stop()
 
 

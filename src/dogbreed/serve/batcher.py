@@ -1,16 +1,17 @@
 """Cross-request batching: request threads submit inputs, one thread runs them in batches.
 
-The inference thread takes everything queued (up to ``max_batch_size``) as soon as it is free, so
+The inference thread takes whatever is queued (up to ``max_batch_size``) as soon as it is free, so
 a lone request runs at once (no added latency) while requests that arrive during a forward pass
 are gathered into the next one. A request thread may also :meth:`Batcher.announce` itself as soon
 as it starts reading a request: a partial batch then waits (at most ``max_wait_s``) for announced
 inputs. It also waits (just as briefly) to fill up to the peak number of requests in flight over
-the last second: under steady load, clients answered by one batch come straight back, and
-without this their requests would keep forming half batches beside the others'. With one client
-the peak is one, so a lone request still runs at once.
+the last second: under steady load, clients answered by one batch come straight back, and without
+this their requests would keep forming half batches beside the others'. With one client the peak
+is one, so a lone request still runs at once.
 
-``run_batch`` maps a list of inputs to a list of results, one per input; a result that is an
-exception fails that input's request alone.
+The thread ``prepare``s each input (decoding, say) the moment it takes it, while the batch is
+still gathering: the time spent waiting for the next requests to arrive is spent on the ones that
+already have. An input whose ``prepare`` raises fails its own request at once, never the batch.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class _Item:
 class Batcher:
     """Run ``run_batch`` on inputs from many threads, ``max_batch_size`` at a time, on one thread.
 
+    ``run_batch`` maps a list of prepared inputs to a list of results, one per input.
+    ``prepare`` (default: none) maps each input before it joins a batch, on the same thread.
     ``on_start`` runs first on the inference thread (per-thread setup such as torch threads).
     """
 
@@ -52,11 +55,13 @@ class Batcher:
         run_batch: Callable[[list[Any]], Sequence[Any]],
         max_batch_size: int,
         max_wait_s: float = 0.0,
+        prepare: Callable[[Any], Any] | None = None,
         on_start: Callable[[], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self._run_batch = run_batch
+        self._prepare = prepare
         self._on_start = on_start
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -132,7 +137,16 @@ class Batcher:
             self._ready.notify()
         self._thread.join()
 
-    def _take_batch(self) -> list[_Item] | None:
+    def _should_wait(self, taken: int, target: int, deadline: float) -> bool:
+        """Whether a forming batch of ``taken`` inputs waits for more (lock held)."""
+        return (
+            (self._announced > 0 or taken < target)
+            and not self._stopped
+            and time.monotonic() < deadline
+        )
+
+    def _gather(self) -> list[tuple[_Item, Any]] | None:
+        """Wait for work, then take and prepare inputs until the batch is due; None once stopped."""
         with self._ready:
             while not self._queue:
                 if self._stopped:
@@ -142,38 +156,48 @@ class Batcher:
             if deadline - self._peak_at > PEAK_WINDOW_S:
                 self._note_peak()  # the old peak has expired: start from the current load
             target = min(self.max_batch_size, self._peak)
-            while (
-                (self._announced or len(self._queue) < target)
-                and len(self._queue) < self.max_batch_size
-                and not self._stopped
-            ):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        batch: list[tuple[_Item, Any]] = []
+        taken = 0
+        while taken < self.max_batch_size:
+            with self._ready:
+                while not self._queue and self._should_wait(taken, target, deadline):
+                    self._ready.wait(max(0.0, deadline - time.monotonic()))
+                if not self._queue:
                     break
-                self._ready.wait(remaining)
-            count = min(self.max_batch_size, len(self._queue))
-            return [self._queue.popleft() for _ in range(count)]
+                count = min(self.max_batch_size - taken, len(self._queue))
+                items = [self._queue.popleft() for _ in range(count)]
+            taken += count
+            for item in items:
+                if item.future.set_running_or_notify_cancel():  # skip what nobody waits for
+                    batch += self._prepared(item)
+        return batch
+
+    def _prepared(self, item: _Item) -> list[tuple[_Item, Any]]:
+        """``[(item, prepared input)]``, or ``[]`` with the item failed if ``prepare`` raised."""
+        if self._prepare is None:
+            return [(item, item.value)]
+        try:
+            return [(item, self._prepare(item.value))]
+        except Exception as exc:  # a bad input fails its own request only
+            item.future.set_exception(exc)
+            return []
 
     def _loop(self) -> None:
         if self._on_start is not None:
             self._on_start()
-        while (batch := self._take_batch()) is not None:
-            batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        while (batch := self._gather()) is not None:
             if not batch:
                 continue
             try:
-                results = self._run_batch([item.value for item in batch])
+                results = self._run_batch([value for _, value in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
             except Exception as exc:  # one bad batch must not kill the thread
                 log.exception("inference failed for a batch of %d", len(batch))
-                for item in batch:
+                for item, _ in batch:
                     item.future.set_exception(exc)
                 continue
             self.batches_run += 1
             self.items_run += len(batch)
-            for item, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
+            for (item, _), result in zip(batch, results, strict=True):
+                item.future.set_result(result)
