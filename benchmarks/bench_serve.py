@@ -47,7 +47,13 @@ from PIL import Image, ImageDraw
 
 from dogbreed.artifact import ModelSpec, load_artifact, save_artifact
 from dogbreed.model import build_model
-from dogbreed.presets import IMAGENET_MEAN, IMAGENET_STD, eval_transform, to_rgb
+from dogbreed.presets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    decode_rgb,
+    eval_resize_size,
+    eval_transform,
+)
 from dogbreed.serve.config import available_cpus
 
 BATCH_SIZES = (1, 4, 8, 16, 32)
@@ -109,11 +115,13 @@ class InProcess:
         model, spec = load_artifact(model_dir)
         self.model = model.to(memory_format=torch.channels_last)
         self.transform = eval_transform(spec.image_size, spec.mean, spec.std)
+        self.decode_size = eval_resize_size(spec.image_size)
         self.jpegs = jpegs
         self.tensors = [self.preprocess(data) for data in jpegs]
 
     def preprocess(self, data: bytes) -> torch.Tensor:
-        return self.transform(to_rgb(Image.open(io.BytesIO(data))))
+        """Decode and transform as the training job's evaluation does."""
+        return self.transform(decode_rgb(Image.open(io.BytesIO(data)), self.decode_size))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -80,6 +80,7 @@ def image_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One file per awkward case the server must handle (modes, formats, EXIF orientation)."""
     out = tmp_path_factory.mktemp("images")
     rgb = Image.fromarray(textured_pixels(60, 80, seed=7))
+    large = Image.fromarray(textured_pixels(300, 400, seed=10))
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     rgba = rgb.convert("RGBA")
@@ -98,6 +99,11 @@ def image_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ),
         "la.png": encode(rgb.convert("LA"), "PNG"),
         "rgb.webp": encode(rgb, "WEBP"),
+        # Large enough for a reduced-scale JPEG decode (short side >= 2x the resize size).
+        "large_rgb.jpg": encode(large, "JPEG", quality=90),
+        "large_exif_rotated.jpg": encode(large, "JPEG", quality=90, exif=exif),
+        "large_gray.jpg": encode(large.convert("L"), "JPEG"),
+        "large_cmyk.jpg": encode(large.convert("CMYK"), "JPEG"),
     }
     for name, data in cases.items():
         (out / name).write_bytes(data)

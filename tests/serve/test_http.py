@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from dogbreed.artifact import load_artifact
-from dogbreed.presets import eval_transform, to_rgb
+from dogbreed.data import ImageDataset
+from dogbreed.presets import eval_resize_size, eval_transform
 
 from .conftest import CLASS_NAMES, Server, encode, jpeg_bytes
 
@@ -43,10 +44,11 @@ def assert_error(response: requests.Response, status: int, *words: str) -> None:
         assert word.lower() in body["message"].lower(), body["message"]
 
 
-def in_process_probabilities(model_dir: Path, image: Image.Image) -> torch.Tensor:
-    """The reference: the artifact and the training eval transform, no server code involved."""
+def in_process_probabilities(model_dir: Path, path: Path) -> torch.Tensor:
+    """The reference: the artifact and the training job's eval dataset, no server code involved."""
     model, spec = load_artifact(model_dir)
-    tensor = eval_transform(spec.image_size, spec.mean, spec.std)(to_rgb(image))
+    transform = eval_transform(spec.image_size, spec.mean, spec.std)
+    tensor, _ = ImageDataset([(path, 0)], transform, eval_resize_size(spec.image_size))[0]
     with torch.inference_mode():
         return torch.softmax(model(tensor.unsqueeze(0)), dim=1)[0]
 
@@ -81,6 +83,10 @@ def test_ping_answers_ready(server: Server) -> None:
         "gray16.png",
         "la.png",
         "rgb.webp",
+        "large_rgb.jpg",
+        "large_exif_rotated.jpg",
+        "large_gray.jpg",
+        "large_cmyk.jpg",
     ],
 )
 def test_every_image_mode_and_format_matches_in_process_prediction(
@@ -93,18 +99,19 @@ def test_every_image_mode_and_format_matches_in_process_prediction(
     (predictions,) = response.json()["predictions"]
     probabilities = [p["probability"] for p in predictions]
     assert probabilities == sorted(probabilities, reverse=True)
-    expected = in_process_probabilities(model_dir, Image.open(image_files[name]))
+    expected = in_process_probabilities(model_dir, image_files[name])
     torch.testing.assert_close(as_vector(predictions), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_exif_orientation_is_applied(
-    server: Server, model_dir: Path, image_files: dict[str, Path]
+    server: Server, model_dir: Path, image_files: dict[str, Path], tmp_path: Path
 ) -> None:
     response = invoke(server, image_files["exif_rotated.jpg"].read_bytes(), params={"top_k": "5"})
     served = as_vector(response.json()["predictions"][0])
     pixels = Image.open(image_files["rgb.jpg"])  # same pixels, no orientation tag
-    upright = in_process_probabilities(model_dir, pixels.transpose(Image.Transpose.ROTATE_270))
-    sideways = in_process_probabilities(model_dir, pixels)
+    pixels.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")
+    upright = in_process_probabilities(model_dir, tmp_path / "upright.png")
+    sideways = in_process_probabilities(model_dir, image_files["rgb.jpg"])
     torch.testing.assert_close(served, upright, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(served, sideways, atol=1e-4)
 

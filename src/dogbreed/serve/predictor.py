@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.transforms import v2 as T
 
 from dogbreed.artifact import ModelSpec, load_artifact
-from dogbreed.presets import eval_transform, to_rgb
+from dogbreed.presets import decode_rgb, eval_transform
 from dogbreed.serve.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,9 @@ def _resize_size(transform: T.Compose) -> int:
 def decode_image(data: bytes, max_pixels: int, resize_to: int, what: str = "image") -> Image.Image:
     """Decode ``data`` into an upright RGB image, refusing bombs before their pixels are decoded.
 
-    ``resize_to`` is the eval transform's short-side size: an image so elongated that resizing it
-    would exceed ``max_pixels`` is refused too.
+    ``resize_to`` is the eval transform's short-side size: JPEGs decode at the smallest DCT scale
+    that keeps both sides >= it, exactly as the training job's evaluation decodes them; an image so
+    elongated that resizing it would exceed ``max_pixels`` is refused.
     """
     if not data:
         raise InputError(f"{what} is empty: send the bytes of a JPEG or PNG image")
@@ -97,8 +98,7 @@ def decode_image(data: bytes, max_pixels: int, resize_to: int, what: str = "imag
             f"({resized_pixels:,} pixels after resizing the short side to {resize_to})"
         )
     try:
-        image.load()
-        return to_rgb(image)
+        return decode_rgb(image, resize_to)  # as the training job's evaluation decodes
     except Exception as exc:  # truncated data, bad chunks, decoder errors...
         raise InputError(f"cannot decode {what} ({image.format} {width}x{height}): {exc}") from None
 
