@@ -47,6 +47,12 @@ def _first(names: list[str], count: int = 3) -> str:
     return f"{names[:count]}{' ...' if len(names) > count else ''}" if names else "none"
 
 
+def stem_activation_bytes(image_size: int) -> int:
+    """Bytes of ResNet18's largest activation for one float32 image: the stem's 64 x (size/2)^2."""
+    side = -(-image_size // 2)
+    return 64 * side * side * 4
+
+
 def build_model(num_classes: int, backbone: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """ResNet18 whose backbone takes ``backbone`` weights (any ``fc.*`` ignored) and a fresh head."""
     model = resnet18(weights=None)

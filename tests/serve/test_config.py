@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed.model import stem_activation_bytes
 from dogbreed.serve.config import ConfigError, ServerSettings
+from dogbreed.serve.predictor import MMAP_CEILING_BYTES, cpu_batch_size
 
 
 def settings(env: dict[str, str], cpus: int = 8, gpus: int = 0) -> ServerSettings:
@@ -26,6 +28,17 @@ def test_defaults_follow_sagemaker() -> None:
 def test_cpu_default_is_one_worker_using_every_core() -> None:
     s = settings({}, cpus=8)
     assert (s.device, s.workers, s.torch_threads, s.decode_threads) == ("cpu", 1, 8, 8)
+    assert (s.max_batch_size, s.threads) == (None, 16)  # the batch follows the model's image size
+
+
+@pytest.mark.parametrize(
+    ("image_size", "batch"), [(64, 16), (160, 16), (224, 8), (320, 4), (448, 2), (1024, 1)]
+)
+def test_cpu_batches_keep_the_largest_activation_under_glibcs_mmap_ceiling(
+    image_size: int, batch: int
+) -> None:
+    assert cpu_batch_size(image_size) == batch
+    assert batch == 1 or batch * stem_activation_bytes(image_size) <= MMAP_CEILING_BYTES
 
 
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 2), (8, 3), (16, 4), (4, 4)])

@@ -142,11 +142,13 @@ class ModelState:
         self.loaded_in_s = time.perf_counter() - start
         self.predictor = predictor
         log.info(
-            "worker %d ready: %d classes, image size %d, device %s, loaded in %.1fs",
+            "worker %d ready: %d classes, image size %d, device %s, batches of up to %d, "
+            "loaded in %.1fs",
             os.getpid(),
             predictor.num_classes,
             predictor.spec.image_size,
             device,
+            predictor.batcher.max_batch_size,
             self.loaded_in_s,
         )
 

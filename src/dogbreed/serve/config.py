@@ -126,7 +126,7 @@ class ServerSettings:
     keepalive_s: int
     max_payload_bytes: int
     max_image_pixels: int
-    max_batch_size: int
+    max_batch_size: int | None  # None: chosen per model on CPU (predictor.cpu_batch_size)
     max_batch_wait_s: float
     default_top_k: int
     max_images_per_request: int
@@ -177,7 +177,8 @@ class ServerSettings:
                 "lower MODEL_SERVER_WORKERS or DOGBREED_TORCH_THREADS"
             )
 
-        max_batch_size = _int(env, ("DOGBREED_MAX_BATCH_SIZE",), 32 if device == "cuda" else 16)
+        # On CPU the default depends on the model's image size: the worker picks it (cpu_batch_size).
+        max_batch_size = _int(env, ("DOGBREED_MAX_BATCH_SIZE",), 32 if device == "cuda" else 0)
         payload_mb = _int(env, ("SAGEMAKER_MAX_PAYLOAD_IN_MB",), DEFAULT_MAX_PAYLOAD_MB)
         if payload_mb > MAX_PAYLOAD_MB_LIMIT:
             raise ConfigError(
@@ -194,7 +195,7 @@ class ServerSettings:
             device=device,
             gpus=gpus,
             workers=workers,
-            threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), max(8, max_batch_size)),
+            threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), max(8, max_batch_size or 16)),
             torch_threads=torch_threads,
             preprocess_on_requests=_preprocess_on_requests(env, device),
             decode_threads=_int(env, ("DOGBREED_DECODE_THREADS",), torch_threads),
@@ -205,7 +206,7 @@ class ServerSettings:
             keepalive_s=_int(env, ("DOGBREED_KEEPALIVE",), 5),
             max_payload_bytes=payload_mb * MIB,
             max_image_pixels=_int(env, ("DOGBREED_MAX_IMAGE_PIXELS",), DEFAULT_MAX_IMAGE_PIXELS),
-            max_batch_size=max_batch_size,
+            max_batch_size=max_batch_size or None,
             max_batch_wait_s=_float(env, "DOGBREED_MAX_BATCH_WAIT_MS", 5.0) / 1000,
             default_top_k=_int(env, ("DOGBREED_DEFAULT_TOP_K",), 5),
             max_images_per_request=_int(env, ("DOGBREED_MAX_IMAGES_PER_REQUEST",), 256),
