@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from e2e_support import Container, free_port, image_size_gb, run, wait_for_http
-from PIL import Image
 
 from dogbreed.artifact import load_artifact
-from dogbreed.presets import eval_transform, to_rgb
+from dogbreed.data import ImageDataset
+from dogbreed.presets import eval_resize_size, eval_transform
 
 #: SageMaker's goal for a model server: /ping 200 soon after `docker run ... serve` (CPU, here).
 COLD_START_GOAL_S = 10.0
@@ -22,13 +22,16 @@ COLD_START_LIMIT_S = 60.0
 
 
 def host_probabilities(model_dir: Path, images: list[Path]) -> list[dict[str, float]]:
-    """The trained model's class probabilities per image, computed in this process."""
+    """The trained model's class probabilities per image, through the training job's eval dataset."""
     model, spec = load_artifact(model_dir)
     transform = eval_transform(spec.image_size, spec.mean, spec.std)
+    dataset = ImageDataset(
+        [(path, 0) for path in images], transform, eval_resize_size(spec.image_size)
+    )
     rows = []
-    for path in images:
-        with Image.open(path) as image:
-            batch = transform(to_rgb(image)).unsqueeze(0)
+    for index in range(len(dataset)):
+        tensor, _ = dataset[index]
+        batch = tensor.unsqueeze(0)
         with torch.inference_mode():
             probs = torch.softmax(model(batch).float(), dim=1)[0]
         rows.append(dict(zip(spec.class_names, probs.tolist(), strict=True)))
