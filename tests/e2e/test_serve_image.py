@@ -89,6 +89,7 @@ def test_serve_answers_ping_and_predicts_like_the_host(
                 assert served[label] == pytest.approx(probability, abs=1e-4), (path.name, label)
         top1 = invoke(port, images[0], top_k=1)["predictions"][0]
         assert len(top1) == 1 and top1[0]["label"] == max(expected[0], key=expected[0].get)
+        assert "memory allocator: tcmalloc" in server.read_logs()
 
 
 def test_serve_honours_bind_to_port_and_stops_on_sigterm(serve_image: str, model_dir: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from dogbreed.artifact import WEIGHTS_FILE, ArtifactError, load_spec, resolve_model_dir
+from dogbreed.serve.allocator import AllocatorError, allocator_in_use, reexec_with_allocator
 from dogbreed.serve.config import ConfigError, ServerSettings
 from dogbreed.serve.readiness import ReadyWorkers
 
@@ -106,12 +106,15 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 def check_model_dir(settings: ServerSettings) -> ServerSettings:
     """Fail fast, in the master, on a missing or malformed artifact; extract a tarball once."""
+    from dogbreed.artifact import WEIGHTS_FILE, ArtifactError, load_spec, resolve_model_dir
+
     model_dir = resolve_model_dir(settings.model_dir)
     spec = load_spec(model_dir)
     if not (model_dir / WEIGHTS_FILE).is_file():
         raise ArtifactError(f"no {WEIGHTS_FILE} in {model_dir}")
     log.info(
-        "model %s: %d classes, image size %d; %d %s worker(s) x %d threads, %d torch threads each",
+        "model %s: %d classes, image size %d; %d %s worker(s) x %d threads, %d torch threads "
+        "each; memory allocator: %s",
         model_dir,
         spec.num_classes,
         spec.image_size,
@@ -119,15 +122,24 @@ def check_model_dir(settings: ServerSettings) -> ServerSettings:
         settings.device,
         settings.threads,
         settings.torch_threads,
+        allocator_in_use(),
     )
     return dataclasses.replace(settings, model_dir=model_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_given = sys.argv[1:] if argv is None else argv
+    try:
+        reexec_with_allocator(args_given)  # returns only where no allocator is to be preloaded
+    except AllocatorError as exc:
+        print(f"dogbreed-serve: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
     )
-    args = parse_args(argv)
+    args = parse_args(args_given)
+    from dogbreed.artifact import ArtifactError  # after the re-exec: it imports torch
+
     try:
         settings = check_model_dir(settings_from_args(args))
     except (ConfigError, ArtifactError) as exc:
