@@ -54,6 +54,7 @@ from dogbreed.presets import (
     eval_resize_size,
     eval_transform,
 )
+from dogbreed.serve.allocator import allocator_in_use, preload_for
 from dogbreed.serve.config import available_cpus
 
 BATCH_SIZES = (1, 4, 8, 16, 32)
@@ -302,7 +303,21 @@ def verdict(name: str, ratios: list[float], goal: float, at_least: bool) -> str:
     )
 
 
+def same_allocator_as_the_server(argv: list[str]) -> None:
+    """Re-execute this benchmark with the allocator the server preloads, so that the in-process
+    limits are not measured on glibc's malloc (history-dependent page faults) against a server on
+    tcmalloc."""
+    library = preload_for(os.environ)
+    if library is not None:
+        env = {
+            **os.environ,
+            "LD_PRELOAD": " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")])),
+        }
+        os.execve(sys.executable, [sys.executable, __file__, *argv], env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    same_allocator_as_the_server(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="distinct JPEG files (default 64)")
     parser.add_argument("--image-size", type=int, default=224)
@@ -328,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(jpegs)} JPEGs, mean {statistics.mean(map(len, jpegs)) / 1024:.0f} KiB; "
             f"ResNet18 {args.classes} classes at {args.image_size}px; {available_cpus()} CPUs; "
-            f"torch {torch.__version__}; server env: {env or 'defaults'}"
+            f"torch {torch.__version__}; server env: {env or 'defaults'}; "
+            f"this process's allocator: {allocator_in_use()}"
         )
         server = ServerUnderTest(model_dir, args.port, env, Path(tmp) / "server.log")
         try:
