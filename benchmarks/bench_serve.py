@@ -54,7 +54,7 @@ from dogbreed.presets import (
     eval_resize_size,
     eval_transform,
 )
-from dogbreed.serve.allocator import allocator_in_use, preload_for
+from dogbreed.serve.allocator import allocator_in_use, env_with_allocator
 from dogbreed.serve.config import available_cpus
 
 BATCH_SIZES = (1, 4, 8, 16, 32)
@@ -307,12 +307,8 @@ def same_allocator_as_the_server(argv: list[str]) -> None:
     """Re-execute this benchmark with the allocator the server preloads, so that the in-process
     limits are not measured on glibc's malloc (history-dependent page faults) against a server on
     tcmalloc."""
-    library = preload_for(os.environ)
-    if library is not None:
-        env = {
-            **os.environ,
-            "LD_PRELOAD": " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")])),
-        }
+    env = env_with_allocator(os.environ)
+    if env is not None:
         os.execve(sys.executable, [sys.executable, __file__, *argv], env)
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,26 @@ ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
 TRAIN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train:1.0"
 SERVE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-serve:1.0"
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
+
+
+def training_job_description(name: str = "dogbreed-train-1", **fields: object) -> dict:
+    """A DescribeTrainingJob response: a completed one-instance job, with ``fields`` on top."""
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "CreationTime": datetime(2026, 1, 1),
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {
+            "InstanceType": "ml.g4dn.xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 30,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/runs/{name}/output/model.tar.gz"},
+        **fields,
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,17 @@ from .conftest import ROLE, SERVE_IMAGE
 
 MODEL_DATA = "s3://bucket/runs/dogbreed-train-1/output/model.tar.gz"
 NAME = {"EndpointName": "dogs"}
+DEPLOY_ARGS = [
+    "deploy",
+    "--model-data",
+    MODEL_DATA,
+    "--image",
+    SERVE_IMAGE,
+    "--role",
+    ROLE,
+    "--name",
+    "dogs",
+]
 
 
 def endpoint(status: str) -> dict:
@@ -100,15 +111,7 @@ def test_deploy_with_autoscaling(stub, capsys, monkeypatch) -> None:
     )
     sm.add_response("describe_endpoint", endpoint("InService"), NAME)
     args = [
-        "deploy",
-        "--model-data",
-        MODEL_DATA,
-        "--image",
-        SERVE_IMAGE,
-        "--role",
-        ROLE,
-        "--name",
-        "dogs",
+        *DEPLOY_ARGS,
         "--instance-type",
         "ml.c5.xlarge",
         "--env",
@@ -457,17 +460,6 @@ def test_an_endpoint_that_fails_to_start_reports_why(stub, capsys, monkeypatch) 
     failed = {**endpoint("Failed"), "FailureReason": reason}
     sm.add_response("describe_endpoint", failed, NAME)  # the waiter sees Failed and stops
     sm.add_response("describe_endpoint", failed, NAME)  # the launcher reads the reason
-    args = [
-        "deploy",
-        "--model-data",
-        MODEL_DATA,
-        "--image",
-        SERVE_IMAGE,
-        "--role",
-        ROLE,
-        "--name",
-        "dogs",
-    ]
-    assert main(args) == 1
+    assert main(DEPLOY_ARGS) == 1
     err = capsys.readouterr().err
     assert "endpoint dogs did not come into service" in err and "ping health check" in err

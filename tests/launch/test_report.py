@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ from PIL import Image
 
 from dogbreed.cli import main
 from dogbreed.launch.report import EVAL_COLOR, TRAIN_COLOR
+
+from .conftest import training_job_description
 
 TRAIN_STEPS = 15  # 40 training images / batch 8 = 5 steps per epoch, 3 epochs, losses every step
 
@@ -68,23 +69,10 @@ def job_description(tensors: Path) -> dict:
         ),
         ("LossNotDecreasing", "InProgress", None),
     ]
-    return {
-        "TrainingJobName": "dogbreed-train-1",
-        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/dogbreed-train-1",
-        "TrainingJobStatus": "Completed",
-        "SecondaryStatus": "Completed",
-        "CreationTime": datetime(2026, 1, 1),
-        "AlgorithmSpecification": {"TrainingInputMode": "File"},
-        "ResourceConfig": {
-            "InstanceType": "ml.g4dn.xlarge",
-            "InstanceCount": 1,
-            "VolumeSizeInGB": 30,
-        },
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "ModelArtifacts": {"S3ModelArtifacts": "s3://bucket/runs/m.tar.gz"},
-        "DebugHookConfig": {"S3OutputPath": "s3://bucket/runs"},
-        "ProfilerConfig": {"S3OutputPath": "s3://bucket/runs"},
-        "DebugRuleEvaluationStatuses": [
+    return training_job_description(
+        DebugHookConfig={"S3OutputPath": "s3://bucket/runs"},
+        ProfilerConfig={"S3OutputPath": "s3://bucket/runs"},
+        DebugRuleEvaluationStatuses=[
             {
                 "RuleConfigurationName": n,
                 "RuleEvaluationStatus": s,
@@ -92,10 +80,10 @@ def job_description(tensors: Path) -> dict:
             }
             for n, s, d in statuses
         ],
-        "ProfilerRuleEvaluationStatuses": [
+        ProfilerRuleEvaluationStatuses=[
             {"RuleConfigurationName": "ProfilerReport", "RuleEvaluationStatus": "NoIssuesFound"}
         ],
-    }
+    )
 
 
 def test_report_with_a_job_lists_rule_verdicts_and_fetches_the_profiler_report(

@@ -11,7 +11,7 @@ from dogbreed.cli import main
 from dogbreed.launch import LaunchError
 from dogbreed.launch.jobs import DebuggerSettings, debugger_request
 
-from .conftest import REGION, ROLE, RULE_IMAGE, TRAIN_IMAGE
+from .conftest import REGION, ROLE, RULE_IMAGE, TRAIN_IMAGE, training_job_description
 
 TRAIN_ARGS = [
     "train",
@@ -213,21 +213,9 @@ def test_best_hyperparameters_of_a_tuning_job_seed_the_training_job(stub, capsys
     )
     sm.add_response(
         "describe_training_job",
-        {
-            "TrainingJobName": "hpo-1-003-xyz",
-            "TrainingJobArn": "arn:y",
-            "TrainingJobStatus": "Completed",
-            "SecondaryStatus": "Completed",
-            "CreationTime": datetime(2026, 1, 1),
-            "AlgorithmSpecification": {"TrainingInputMode": "File"},
-            "ResourceConfig": {
-                "InstanceType": "ml.g4dn.xlarge",
-                "InstanceCount": 1,
-                "VolumeSizeInGB": 30,
-            },
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "ModelArtifacts": {"S3ModelArtifacts": "s3://b/m.tar.gz"},
-            "HyperParameters": {
+        training_job_description(
+            "hpo-1-003-xyz",
+            HyperParameters={
                 "lr": "0.031",
                 "batch-size": "128",
                 "epochs": "5",
@@ -235,7 +223,7 @@ def test_best_hyperparameters_of_a_tuning_job_seed_the_training_job(stub, capsys
                 "_tuning_objective_metric": "valid:accuracy",
                 "sagemaker_estimator": "x",
             },
-        },
+        ),
         {"TrainingJobName": "hpo-1-003-xyz"},
     )
     expected = plain_request()
@@ -307,21 +295,7 @@ def test_train_wait_follows_the_job_and_prints_the_model(stub, capsys, monkeypat
         "create_training_job",
         {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x"},
     )
-    described = {
-        "TrainingJobName": "dogbreed-train-1",
-        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
-        "CreationTime": datetime(2026, 1, 1),
-        "AlgorithmSpecification": {"TrainingInputMode": "File"},
-        "ResourceConfig": {
-            "InstanceType": "ml.g4dn.xlarge",
-            "InstanceCount": 1,
-            "VolumeSizeInGB": 30,
-        },
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "ModelArtifacts": {
-            "S3ModelArtifacts": "s3://bucket/runs/dogbreed-train-1/output/model.tar.gz"
-        },
-    }
+    described = training_job_description()
     name = {"TrainingJobName": "dogbreed-train-1"}
     for status, secondary in [
         ("InProgress", "Starting"),
@@ -350,22 +324,12 @@ def test_a_failed_training_job_reports_its_failure_reason(stub, capsys, monkeypa
     )
     sm.add_response(
         "describe_training_job",
-        {
-            "TrainingJobName": "dogbreed-train-1",
-            "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
-            "TrainingJobStatus": "Failed",
-            "SecondaryStatus": "Failed",
-            "FailureReason": "AlgorithmError: data: no images in channel 'training'",
-            "CreationTime": datetime(2026, 1, 1),
-            "AlgorithmSpecification": {"TrainingInputMode": "File"},
-            "ResourceConfig": {
-                "InstanceType": "ml.g4dn.xlarge",
-                "InstanceCount": 1,
-                "VolumeSizeInGB": 30,
-            },
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "ModelArtifacts": {"S3ModelArtifacts": ""},
-        },
+        training_job_description(
+            TrainingJobStatus="Failed",
+            SecondaryStatus="Failed",
+            FailureReason="AlgorithmError: data: no images in channel 'training'",
+            ModelArtifacts={"S3ModelArtifacts": ""},
+        ),
     )
     assert main(TRAIN_ARGS + ["--no-debugger", "--wait"]) == 1
     assert (

@@ -46,19 +46,23 @@ def preload_for(env: Mapping[str, str]) -> str | None:
     return library
 
 
+def env_with_allocator(env: Mapping[str, str]) -> dict[str, str] | None:
+    """``env`` with tcmalloc added to LD_PRELOAD, or None where no preload is due."""
+    library = preload_for(env)
+    if library is None:
+        return None
+    return {**env, "LD_PRELOAD": " ".join(filter(None, [library, env.get("LD_PRELOAD", "")]))}
+
+
 def reexec_with_allocator(args: Sequence[str]) -> None:
     """Replace this process by ``python -m dogbreed.serve.server ARGS`` with tcmalloc preloaded.
 
     Returns (does nothing) where no preload is due: DOGBREED_MALLOC=system, tcmalloc already
     loaded, or not installed under ``auto``.
     """
-    library = preload_for(os.environ)
-    if library is None:
-        return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = " ".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
-    python = sys.executable
-    os.execve(python, [python, "-m", "dogbreed.serve.server", *args], env)
+    env = env_with_allocator(os.environ)
+    if env is not None:
+        os.execve(sys.executable, [sys.executable, "-m", "dogbreed.serve.server", *args], env)
 
 
 def allocator_in_use(pid: int | str = "self") -> str:
