@@ -186,7 +186,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def configure_train(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.launch.jobs import DEFAULT_RULES
+    from dogbreed.launch.debugger import DEFAULT_RULES, PROFILER_RULE_EXAMPLES
 
     parser.add_argument(
         "--from-tuning-job",
@@ -199,17 +199,26 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         help="run in SageMaker local mode: docker compose on this machine, local paths, no AWS",
     )
     _job_options(parser)
-    debug = parser.add_argument_group("Debugger and Profiler")
-    debug.add_argument("--no-debugger", action="store_true", help="no tensors, no rules")
+    debug = parser.add_argument_group(
+        "Debugger and Profiler",
+        "Rules run in SageMaker's rule image, which some regions lack (e.g. eu-central-2, "
+        "il-central-1): there the job trains without Debugger and the profiler, with a warning.",
+    )
+    debug.add_argument("--no-debugger", action="store_true", help="no tensors, no tensor rules")
     debug.add_argument(
         "--rules",
         default=",".join(DEFAULT_RULES),
-        help="comma-separated built-in rules (default: %(default)s)",
+        help="comma-separated built-in rules: Debugger rules and profiler rules (e.g. "
+        f"{', '.join(PROFILER_RULE_EXAMPLES)}) (default: %(default)s)",
     )
     debug.add_argument("--losses-interval", type=int, default=10, help="steps between saved losses")
     debug.add_argument("--weights-interval", type=int, default=100)
     debug.add_argument("--gradients-interval", type=int, default=100)
-    debug.add_argument("--no-profiler", action="store_true", help="no profiler, no ProfilerReport")
+    debug.add_argument(
+        "--no-profiler",
+        action="store_true",
+        help="no profiler, no ProfilerReport, no profiler rules",
+    )
     debug.add_argument(
         "--profiling-interval-ms", type=int, default=500, choices=(100, 200, 500, 1000, 5000, 60000)
     )
@@ -219,9 +228,40 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     _aws_options(parser, role=True)
 
 
+def _debugger_settings(args: argparse.Namespace, region: str) -> Any:
+    """What ``train`` asks of Debugger and the profiler: None in local mode, where they cannot run,
+    and, with a warning, in a region without SageMaker's rule image."""
+    from dogbreed.launch.debugger import DebuggerSettings, rule_image_uri
+
+    wanted = not (args.no_debugger and args.no_profiler)
+    if args.local:
+        if wanted:
+            print(
+                "local mode: Debugger rules and the profiler run on AWS only; training without them"
+            )
+        return None
+    if rule_image_uri(region) is None:
+        if wanted:
+            print(
+                f"warning: SageMaker Debugger and the profiler are not available in {region}; "
+                "training without tensors, rules or the profiler",
+                file=sys.stderr,
+            )
+        return None
+    return DebuggerSettings(
+        s3_output=args.debug_output or args.output,
+        tensors=not args.no_debugger,
+        losses_interval=args.losses_interval,
+        weights_interval=args.weights_interval,
+        gradients_interval=args.gradients_interval,
+        rules=[r.strip() for r in args.rules.split(",") if r.strip()],
+        profiler=not args.no_profiler,
+        profiling_interval_ms=args.profiling_interval_ms,
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     from dogbreed.launch.jobs import (
-        DebuggerSettings,
         model_artifact_of,
         parse_key_values,
         start_training_job,
@@ -236,24 +276,10 @@ def run_train(args: argparse.Namespace) -> int:
         hyperparameters = merge(
             best_hyperparameters(_connect(args), args.from_tuning_job), hyperparameters
         )
-    debugger = None
-    if not args.local:
-        debugger = DebuggerSettings(
-            s3_output=args.debug_output or args.output,
-            tensors=not args.no_debugger,
-            losses_interval=args.losses_interval,
-            weights_interval=args.weights_interval,
-            gradients_interval=args.gradients_interval,
-            rules=[r.strip() for r in args.rules.split(",") if r.strip()],
-            profiler=not args.no_profiler,
-            profiling_interval_ms=args.profiling_interval_ms,
-        )
-    if aws.local and not (args.no_debugger and args.no_profiler):
-        print("local mode: Debugger rules and the profiler run on AWS only; training without them")
+    debugger = _debugger_settings(args, aws.region)
     name = args.name or unique_name("dogbreed-train")
     spec = _training_spec(args, aws, name, hyperparameters, debugger)
-    print(f"starting training job {name}" + (" in local mode" if aws.local else ""))
-    start_training_job(aws, spec)
+    start_training_job(aws, spec, announce=print)
     if aws.local or args.wait:
         if not aws.local:
             wait_for_training_job(aws, name, on_status=print)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from botocore.stub import Stubber
 
-from dogbreed.launch.jobs import DebuggerSettings, debugger_request
+from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 from dogbreed.launch.session import Aws
 from dogbreed.sample_data import write_sample
 
@@ -65,9 +65,13 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Aws:
-    """One Aws whose clients the test stubs; the CLI's ``Aws.connect`` returns it."""
-    connected = Aws.connect(region=REGION)
+def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """One Aws whose clients the test stubs; the CLI's ``Aws.connect`` returns it.
+
+    Its region is ``REGION`` unless a test asks for another with
+    ``@pytest.mark.parametrize("aws", ["eu-central-2"], indirect=True)``.
+    """
+    connected = Aws.connect(region=getattr(request, "param", REGION))
     monkeypatch.setattr(
         Aws, "connect", classmethod(lambda cls, region=None, profile=None: connected)
     )

@@ -9,7 +9,7 @@ import pytest
 from dogbreed import metrics
 from dogbreed.cli import main
 from dogbreed.launch import LaunchError
-from dogbreed.launch.jobs import DebuggerSettings, debugger_request
+from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 
 from .conftest import REGION, ROLE, RULE_IMAGE, TRAIN_IMAGE, training_job_description
 
@@ -186,6 +186,59 @@ def test_chosen_rules_only_and_the_hook_still_saves_the_three_collections() -> N
     assert "ProfilerRuleConfigurations" not in request
 
 
+def test_profiler_rules_run_beside_the_profiler_report(stub, capsys) -> None:
+    """LowGPUUtilization is a profiler rule: it joins ProfilerReport, with its own parameters."""
+    expected = plain_request()
+    expected["ProfilerRuleConfigurations"].append(
+        {
+            "RuleConfigurationName": "LowGPUUtilization",
+            "RuleEvaluatorImage": RULE_IMAGE,
+            "RuleParameters": {
+                "threshold_p95": "70",
+                "threshold_p5": "10",
+                "window": "500",
+                "patience": "1000",
+                "scan_interval_us": "60000000",
+                "rule_to_invoke": "LowGPUUtilization",
+            },
+        }
+    )
+    stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
+    assert main(TRAIN_ARGS + ["--no-debugger", "--rules", "LowGPUUtilization"]) == 0
+    assert "starting training job dogbreed-train-1" in capsys.readouterr().out
+
+
+REGIONS_WITHOUT_RULE_IMAGES = ["eu-central-2", "il-central-1", "ap-southeast-3", "ca-west-1"]
+
+
+@pytest.mark.parametrize("aws", REGIONS_WITHOUT_RULE_IMAGES, indirect=True)
+def test_a_region_without_rule_images_trains_without_debugger_and_says_so(stub, capsys) -> None:
+    expected = plain_request()
+    del expected["ProfilerRuleConfigurations"], expected["ProfilerConfig"]
+    stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
+    assert main(TRAIN_ARGS) == 0
+    err = capsys.readouterr().err
+    assert "SageMaker Debugger and the profiler are not available in" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("aws", ["eu-central-2", "us-gov-east-1"], indirect=True)
+def test_no_debugger_no_profiler_needs_no_rule_image(stub, capsys) -> None:
+    expected = plain_request()
+    del expected["ProfilerRuleConfigurations"], expected["ProfilerConfig"]
+    stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
+    assert main(TRAIN_ARGS + ["--no-debugger", "--no-profiler"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("region", ["eu-central-2", "me-central-1"])
+def test_the_library_refuses_rules_where_there_is_no_rule_image(region) -> None:
+    with pytest.raises(LaunchError, match=f"not available in {region}"):
+        debugger_request(DebuggerSettings(s3_output="s3://b/d", profiler=False), region)
+    hook_only = DebuggerSettings(s3_output="s3://b/d", rules=(), profiler=False)
+    assert "DebugHookConfig" in debugger_request(hook_only, region)  # no image looked up
+
+
 def test_best_hyperparameters_of_a_tuning_job_seed_the_training_job(stub, capsys) -> None:
     sm = stub("sagemaker")
     sm.add_response(
@@ -250,7 +303,8 @@ def no_requests(stub):
         (["--hp", "epochs=0"], "epochs must be an integer >= 1"),
         (["--hp", "dropout=0.5"], "unknown hyperparameter"),
         (["--hp", "lr"], "--hp must look like NAME=VALUE"),
-        (["--rules", "Overfit,NoSuchRule"], "unknown Debugger built-in rule 'NoSuchRule'"),
+        (["--rules", "Overfit,NoSuchRule"], "unknown built-in rule 'NoSuchRule'"),
+        (["--rules", "LowGPUUtilization", "--no-profiler"], "LowGPUUtilization need the profiler"),
         (["--instance-count", "0"], "instance count must be >= 1"),
         (["--spot", "--max-wait", "60"], "spot max wait (60 s) must be >= max runtime"),
         (["--debug-output", "bucket/debug"], "the Debugger output path must be s3://"),
@@ -258,7 +312,9 @@ def no_requests(stub):
 )
 def test_bad_options_fail_before_any_request(no_requests, capsys, extra, complaint) -> None:
     assert main(TRAIN_ARGS + extra) == 1
-    assert complaint in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert complaint in printed.err
+    assert "starting training job" not in printed.out
 
 
 def test_output_must_be_s3_outside_local_mode(no_requests, capsys) -> None:

@@ -1,15 +1,13 @@
 """One training job: image, channels, hyperparameters, Debugger and Profiler, spot, DDP.
 
-:func:`training_job_request` builds the exact ``CreateTrainingJob`` request; the Debugger rule
-configurations come from the SageMaker SDK (``sagemaker.core.debugger`` over
-``smdebug_rulesconfig``), the metric regexes from :mod:`dogbreed.metrics` (the trainer prints with
-the same module). More than one instance runs the image's torchrun DDP; every host receives the
+:func:`training_job_request` builds the exact ``CreateTrainingJob`` request; the Debugger and
+Profiler fields come from :mod:`dogbreed.launch.debugger`, the metric regexes from
+:mod:`dogbreed.metrics` (the trainer prints with the same module). More than one instance runs the image's torchrun DDP; every host receives the
 whole data set (``FullyReplicated``) and the trainer shards it with a distributed sampler.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,38 +15,12 @@ from typing import Any
 
 from dogbreed import metrics
 from dogbreed.launch import LaunchError
+from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 from dogbreed.launch.session import Aws, check_name, check_s3_uri
 
-#: The built-in Debugger rules a job gets unless told otherwise.
-DEFAULT_RULES = (
-    "VanishingGradient",
-    "Overfit",
-    "Overtraining",
-    "PoorWeightInitialization",
-    "LossNotDecreasing",
-)
-PROFILER_REPORT_RULE = "ProfilerReport"
 INPUT_MODES = ("File", "FastFile")
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
-
-
-@dataclass(frozen=True)
-class DebuggerSettings:
-    """Which tensors the smdebug hook saves, how often, which rules read them; the profiler.
-
-    ``tensors=False`` drops the hook and its rules; ``profiler=False`` turns system monitoring
-    and the ProfilerReport rule off.
-    """
-
-    s3_output: str
-    tensors: bool = True
-    losses_interval: int = 10
-    weights_interval: int = 100
-    gradients_interval: int = 100
-    rules: Sequence[str] = DEFAULT_RULES
-    profiler: bool = True
-    profiling_interval_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -116,87 +88,6 @@ def channel(name: str, uri: str, input_mode: str | None = None) -> dict[str, Any
     if input_mode:
         entry["InputMode"] = input_mode
     return entry
-
-
-def _rule_base_config(name: str) -> dict[str, Any]:
-    from sagemaker.core.debugger import rule_configs
-
-    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-    factory = getattr(rule_configs, snake, None)
-    if not callable(factory) or snake.startswith("_"):
-        raise LaunchError(
-            f"unknown Debugger built-in rule {name!r}; for example: {', '.join(DEFAULT_RULES)}"
-        )
-    config = factory()
-    if not isinstance(config, dict) or "DebugRuleConfiguration" not in config:
-        raise LaunchError(f"{name!r} is not a Debugger (tensor) rule")
-    return config
-
-
-def debugger_request(settings: DebuggerSettings, region: str) -> dict[str, Any]:
-    """``DebugHookConfig``, ``DebugRuleConfigurations`` and the profiler fields of a request.
-
-    The hook saves the ``losses``, ``weights`` and ``gradients`` collections at the chosen
-    intervals, plus any collection a rule needs (e.g. ``relu_input`` for
-    PoorWeightInitialization) with the rule's own defaults.
-    """
-    from sagemaker.core.debugger import (
-        CollectionConfig,
-        ProfilerRule,
-        Rule,
-        get_rule_container_image_uri,
-        rule_configs,
-    )
-
-    check_s3_uri(settings.s3_output, "the Debugger output path")
-    for label, interval in (
-        ("losses", settings.losses_interval),
-        ("weights", settings.weights_interval),
-        ("gradients", settings.gradients_interval),
-    ):
-        if interval < 1:
-            raise LaunchError(f"the {label} save interval must be >= 1 step; got {interval}")
-    image = get_rule_container_image_uri(None, region)
-    collections = {
-        "losses": CollectionConfig(
-            "losses", parameters={"save_interval": str(settings.losses_interval)}
-        ),
-        "weights": CollectionConfig(
-            "weights", parameters={"save_interval": str(settings.weights_interval)}
-        ),
-        "gradients": CollectionConfig(
-            "gradients", parameters={"save_interval": str(settings.gradients_interval)}
-        ),
-    }
-    rules = []
-    for name in dict.fromkeys(settings.rules if settings.tensors else ()):
-        rule = Rule.sagemaker(_rule_base_config(name))
-        for needed in rule.collection_configs:
-            collections.setdefault(needed.name, needed)
-        config = rule.to_debugger_rule_config_dict()
-        config["RuleEvaluatorImage"] = image
-        rules.append(config)
-    request: dict[str, Any] = {}
-    if settings.tensors:
-        request["DebugHookConfig"] = {
-            "S3OutputPath": settings.s3_output,
-            "CollectionConfigurations": [c._to_request_dict() for c in collections.values()],
-        }
-        if rules:
-            request["DebugRuleConfigurations"] = rules
-    if settings.profiler:
-        report = ProfilerRule.sagemaker(
-            rule_configs.ProfilerReport()
-        ).to_profiler_rule_config_dict()
-        report["RuleEvaluatorImage"] = image
-        request["ProfilerConfig"] = {
-            "S3OutputPath": settings.s3_output,
-            "ProfilingIntervalInMilliseconds": settings.profiling_interval_ms,
-        }
-        request["ProfilerRuleConfigurations"] = [report]
-    else:
-        request["ProfilerConfig"] = {"DisableProfiler": True}
-    return request
 
 
 def algorithm_specification(image_uri: str, input_mode: str) -> dict[str, Any]:
@@ -267,12 +158,17 @@ def training_job_request(spec: TrainingJobSpec, region: str, local: bool = False
     return request
 
 
-def start_training_job(aws: Aws, spec: TrainingJobSpec) -> dict[str, Any]:
-    """Send ``CreateTrainingJob``; returns the request that was sent.
+def start_training_job(
+    aws: Aws, spec: TrainingJobSpec, announce: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Check everything, then send ``CreateTrainingJob``; returns the request that was sent.
 
-    In local mode this call runs the whole job in docker and returns when it ends.
+    ``announce`` hears one line once every check has passed, just before the job starts. In
+    local mode this call runs the whole job in docker and returns when it ends.
     """
     request = training_job_request(spec, aws.region, local=aws.local)
+    if announce:
+        announce(f"starting training job {spec.name}" + (" in local mode" if aws.local else ""))
     aws.sagemaker.create_training_job(**request)
     return request
 
