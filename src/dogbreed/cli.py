@@ -382,7 +382,16 @@ def configure_transform(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="transform job name (default: dogbreed-batch-<time>)")
     parser.add_argument("--instance-type", default="ml.m5.large")
     parser.add_argument("--instance-count", type=int, default=1)
-    parser.add_argument("--max-concurrent", type=int, default=0, help="0: ask the container")
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=0,
+        help="requests at a time per instance (0: ask the container); "
+        "x --max-payload-mb must be <= 100",
+    )
+    parser.add_argument(
+        "--max-payload-mb", type=int, default=6, help="largest request in MB, 1-100 (default: 6)"
+    )
     parser.add_argument("--wait", action="store_true")
     _aws_options(parser, role=True)
 
@@ -392,28 +401,33 @@ def run_transform(args: argparse.Namespace) -> int:
     from dogbreed.launch.deploy import EndpointSpec, model_request
     from dogbreed.launch.jobs import model_artifact_of
     from dogbreed.launch.session import resolve_role, unique_name
-    from dogbreed.launch.transform import TransformSpec, start_transform, wait_for_transform
+    from dogbreed.launch.transform import (
+        TransformSpec,
+        start_transform,
+        transform_request,
+        wait_for_transform,
+    )
 
+    if args.model is None and not args.image:
+        raise LaunchError("--job / --model-data need --image (the serving image URI)")
     aws = _connect(args)
     name = args.name or unique_name("dogbreed-batch")
-    model = args.model
-    if model is None:
-        if not args.image:
-            raise LaunchError("--job / --model-data need --image (the serving image URI)")
-        data = args.model_data or model_artifact_of(aws, args.job)
-        endpoint = EndpointSpec(name, args.image, data, resolve_role(args.role, aws))
-        aws.sagemaker.create_model(**model_request(endpoint))
-        model = name
-        print(f"created model {model} (remove it with: dogbreed cleanup {model})")
     spec = TransformSpec(
         name=name,
-        model_name=model,
+        model_name=args.model or name,
         input_uri=args.input,
         output_uri=args.output,
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         max_concurrent=args.max_concurrent,
+        max_payload_mb=args.max_payload_mb,
     )
+    transform_request(spec)  # every check before the first request
+    if args.model is None:
+        data = args.model_data or model_artifact_of(aws, args.job)
+        endpoint = EndpointSpec(name, args.image, data, resolve_role(args.role, aws))
+        aws.sagemaker.create_model(**model_request(endpoint))
+        print(f"created model {name} (remove it with: dogbreed cleanup {name})")
     start_transform(aws, spec)
     print(f"started transform job {name}: {args.input} -> {args.output}")
     if args.wait:

@@ -374,29 +374,74 @@ def test_transform_creates_a_model_and_the_job(stub, capsys) -> None:
             "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2},
         },
     )
-    args = [
-        "transform",
-        "--model-data",
-        MODEL_DATA,
-        "--image",
-        SERVE_IMAGE,
-        "--role",
-        ROLE,
-        "--name",
-        "batch-1",
-        "--input",
-        "s3://bucket/photos/",
-        "--output",
-        "s3://bucket/predictions/",
-        "--instance-type",
-        "ml.m5.xlarge",
-        "--instance-count",
-        "2",
-        "--max-concurrent",
-        "4",
-    ]
-    assert main(args) == 0
+    assert main(TRANSFORM_ARGS + ["--max-concurrent", "4"]) == 0
     assert "started transform job batch-1" in capsys.readouterr().out
+
+
+TRANSFORM_ARGS = [
+    "transform",
+    "--model-data",
+    MODEL_DATA,
+    "--image",
+    SERVE_IMAGE,
+    "--role",
+    ROLE,
+    "--name",
+    "batch-1",
+    "--input",
+    "s3://bucket/photos/",
+    "--output",
+    "s3://bucket/predictions/",
+    "--instance-type",
+    "ml.m5.xlarge",
+    "--instance-count",
+    "2",
+]
+
+
+@pytest.mark.parametrize(
+    ("concurrent", "payload"), [("20", None), ("11", "10"), ("2", "51"), ("-1", None)]
+)
+def test_transform_refuses_concurrency_times_payload_over_100_mb(
+    stub, capsys, concurrent, payload
+) -> None:
+    stub("sagemaker")  # no responses: not even the model may be created
+    args = TRANSFORM_ARGS + ["--max-concurrent", concurrent]
+    assert main(args + (["--max-payload-mb", payload] if payload else [])) == 1
+    assert "max concurrent transforms" in capsys.readouterr().err
+
+
+def test_transform_input_prefix_gets_its_slash_and_100_mb_in_flight_is_allowed(stub) -> None:
+    """``s3://bucket/photos`` would also read ``photos.zip`` and ``photos-old/``."""
+    sm = stub("sagemaker")
+    sm.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:1:model/m"})
+    sm.add_response(
+        "create_transform_job",
+        {"TransformJobArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/tj"},
+        {
+            "TransformJobName": "batch-1",
+            "ModelName": "batch-1",
+            "BatchStrategy": "SingleRecord",
+            "MaxPayloadInMB": 10,
+            "MaxConcurrentTransforms": 10,
+            "TransformInput": {
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/photos/"}
+                },
+                "ContentType": "application/x-image",
+                "SplitType": "None",
+                "CompressionType": "None",
+            },
+            "TransformOutput": {
+                "S3OutputPath": "s3://bucket/predictions/",
+                "Accept": "application/json",
+                "AssembleWith": "None",
+            },
+            "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2},
+        },
+    )
+    args = [a if a != "s3://bucket/photos/" else "s3://bucket/photos" for a in TRANSFORM_ARGS]
+    assert main(args + ["--max-concurrent", "10", "--max-payload-mb", "10"]) == 0
 
 
 def test_transform_with_an_existing_model_and_wait(stub, monkeypatch, capsys) -> None:

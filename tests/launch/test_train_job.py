@@ -65,7 +65,7 @@ def expected_training_request() -> dict:
                 "DataSource": {
                     "S3DataSource": {
                         "S3DataType": "S3Prefix",
-                        "S3Uri": "s3://bucket/dogImages",
+                        "S3Uri": "s3://bucket/dogImages/",
                         "S3DataDistributionType": "FullyReplicated",
                     }
                 },
@@ -79,7 +79,7 @@ def expected_training_request() -> dict:
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 10800},
         "EnableManagedSpotTraining": True,
-        "CheckpointConfig": {"S3Uri": "s3://bucket/ckpt/run1", "LocalPath": "/opt/ml/checkpoints"},
+        "CheckpointConfig": {"S3Uri": "s3://bucket/ckpt/run1/", "LocalPath": "/opt/ml/checkpoints"},
         "DebugHookConfig": {
             "S3OutputPath": "s3://bucket/debug",
             "CollectionConfigurations": [
@@ -392,3 +392,18 @@ def test_a_failed_training_job_reports_its_failure_reason(stub, capsys, monkeypa
         "training job dogbreed-train-1 failed: AlgorithmError: data: no images"
         in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("s3://bucket/dogImages", "s3://bucket/dogImages/"),
+        ("s3://bucket/dogImages/", "s3://bucket/dogImages/"),
+        ("s3://bucket", "s3://bucket/"),
+        ("file:///data/dogImages", "file:///data/dogImages"),
+    ],
+)
+def test_s3_prefixes_end_in_a_slash_so_a_zip_beside_the_folder_is_not_read(given, sent) -> None:
+    from dogbreed.launch.session import check_s3_prefix
+
+    assert check_s3_prefix(given, "the data", allow_file=True) == sent

@@ -78,7 +78,7 @@ def expected_tuning_request(**changes) -> dict:
                     "DataSource": {
                         "S3DataSource": {
                             "S3DataType": "S3Prefix",
-                            "S3Uri": f"s3://bucket/dogs/{name}",
+                            "S3Uri": f"s3://bucket/dogs/{name}/",
                             "S3DataDistributionType": "FullyReplicated",
                         }
                     },
@@ -127,7 +127,7 @@ def test_ranges_override_defaults_and_spot_reaches_the_definition(stub) -> None:
     definition["StoppingCondition"] = {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     definition["EnableManagedSpotTraining"] = True
     definition["CheckpointConfig"] = {
-        "S3Uri": "s3://bucket/runs/dogbreed-hpo-1/checkpoints",
+        "S3Uri": "s3://bucket/runs/dogbreed-hpo-1/checkpoints/",
         "LocalPath": "/opt/ml/checkpoints",
     }
     stub("sagemaker").add_response(
@@ -212,11 +212,29 @@ def test_tune_status_needs_no_job_options(stub, capsys) -> None:
         ("optimizer=categorical:sgd,rmsprop", "optimizer must be one of"),
         ("lr=uniform:0.1:1", "KIND must be"),
         ("lr=continuous:0.01:0.1:cubic", "scaling must be"),
+        (
+            "max-bad-fraction=continuous:0.5:1:reverselog",
+            "reverselog scaling needs 0 <= MIN < MAX < 1",
+        ),
+        ("lr=continuous:0:0.5:reverselog", "lr must be a number > 0"),
+        (
+            "weight-decay=continuous:0.5:1.5:reverselog",
+            "reverselog scaling needs 0 <= MIN < MAX < 1",
+        ),
     ],
 )
 def test_bad_ranges_are_refused_with_the_reason(text: str, complaint: str) -> None:
     with pytest.raises(LaunchError, match=complaint):
         parse_range(text)
+
+
+def test_reverselog_ranges_within_zero_and_one_are_accepted() -> None:
+    assert parse_range("momentum=continuous:0.8:0.999:reverselog").request() == {
+        "Name": "momentum",
+        "MinValue": "0.8",
+        "MaxValue": "0.999",
+        "ScalingType": "ReverseLogarithmic",
+    }
 
 
 def test_a_hyperparameter_cannot_be_fixed_and_tuned(stub, capsys) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from dogbreed import metrics
 from dogbreed.launch import LaunchError
 from dogbreed.launch.debugger import DebuggerSettings, debugger_request
-from dogbreed.launch.session import Aws, check_name, check_s3_uri
+from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
 INPUT_MODES = ("File", "FastFile")
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -116,7 +116,7 @@ def training_job_request(spec: TrainingJobSpec, region: str, local: bool = False
         "RoleArn": spec.role_arn,
         "HyperParameters": dict(spec.hyperparameters),
         "InputDataConfig": [
-            channel(name, check_s3_uri(uri, f"channel {name!r}", allow_file=local))
+            channel(name, check_s3_prefix(uri, f"channel {name!r}", allow_file=local))
             for name, uri in spec.channels.items()
         ],
         "OutputDataConfig": {
@@ -137,16 +137,14 @@ def training_job_request(spec: TrainingJobSpec, region: str, local: bool = False
             raise LaunchError(
                 f"spot max wait ({max_wait} s) must be >= max runtime ({spec.max_runtime_s} s)"
             )
-        checkpoint = spec.checkpoint_s3 or f"{spec.output_s3.rstrip('/')}/{spec.name}/checkpoints"
         request["EnableManagedSpotTraining"] = True
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = max_wait
+    checkpoint = spec.checkpoint_s3
+    if spec.spot and not checkpoint:
+        checkpoint = f"{spec.output_s3.rstrip('/')}/{spec.name}/checkpoints"
+    if checkpoint:
         request["CheckpointConfig"] = {
-            "S3Uri": check_s3_uri(checkpoint, "the checkpoint URI"),
-            "LocalPath": CHECKPOINT_LOCAL_PATH,
-        }
-    elif spec.checkpoint_s3:
-        request["CheckpointConfig"] = {
-            "S3Uri": check_s3_uri(spec.checkpoint_s3, "the checkpoint URI"),
+            "S3Uri": check_s3_prefix(checkpoint, "the checkpoint URI"),
             "LocalPath": CHECKPOINT_LOCAL_PATH,
         }
     if spec.debugger is not None:

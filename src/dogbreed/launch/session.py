@@ -127,3 +127,12 @@ def check_s3_uri(uri: str, what: str, allow_file: bool = False) -> str:
         return uri
     allowed = "s3://bucket/prefix" + (" or file:///path" if allow_file else "")
     raise LaunchError(f"{what} must be {allowed}; got {uri!r}")
+
+
+def check_s3_prefix(uri: str, what: str, allow_file: bool = False) -> str:
+    """:func:`check_s3_uri` for a prefix SageMaker reads every key under, ending in ``/``.
+
+    ``s3://bucket/dogImages`` would also match ``dogImages.zip`` and ``dogImages-old/``.
+    """
+    uri = check_s3_uri(uri, what, allow_file)
+    return uri if not uri.startswith("s3://") or uri.endswith("/") else f"{uri}/"

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dogbreed.launch import LaunchError
-from dogbreed.launch.session import Aws, check_name, check_s3_uri
+from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+#: SageMaker's limit on MaxConcurrentTransforms x MaxPayloadInMB.
+MAX_CONCURRENT_PAYLOAD_MB = 100
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,13 @@ def transform_request(spec: TransformSpec, local: bool = False) -> dict[str, Any
         raise LaunchError(f"max payload must be 1-100 MB; got {spec.max_payload_mb}")
     if spec.instance_count < 1:
         raise LaunchError(f"instance count must be >= 1; got {spec.instance_count}")
+    if spec.max_concurrent < 0:
+        raise LaunchError(f"max concurrent transforms must be >= 0; got {spec.max_concurrent}")
+    if spec.max_concurrent * spec.max_payload_mb > MAX_CONCURRENT_PAYLOAD_MB:
+        raise LaunchError(
+            f"max concurrent transforms x max payload must be <= {MAX_CONCURRENT_PAYLOAD_MB} MB; "
+            f"got {spec.max_concurrent} x {spec.max_payload_mb} MB"
+        )
     request: dict[str, Any] = {
         "TransformJobName": spec.name,
         "ModelName": spec.model_name,
@@ -45,7 +54,7 @@ def transform_request(spec: TransformSpec, local: bool = False) -> dict[str, Any
             "DataSource": {
                 "S3DataSource": {
                     "S3DataType": "S3Prefix",
-                    "S3Uri": check_s3_uri(spec.input_uri, "the input prefix", allow_file=local),
+                    "S3Uri": check_s3_prefix(spec.input_uri, "the input prefix", allow_file=local),
                 }
             },
             "ContentType": "application/x-image",

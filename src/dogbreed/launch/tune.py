@@ -104,6 +104,10 @@ def parse_range(text: str) -> Range:
             raise LaunchError(f"bad tuning range {text!r}: integer ranges need whole numbers")
         if scaling == "Logarithmic" and low <= 0:
             raise LaunchError(f"bad tuning range {text!r}: log scaling needs MIN > 0")
+        if scaling == "ReverseLogarithmic" and not (low >= 0 and float(high) < 1):
+            raise LaunchError(
+                f"bad tuning range {text!r}: reverselog scaling needs 0 <= MIN < MAX < 1"
+            )
         return Range(name, kind, (parts[0], parts[1]), scaling)
     raise LaunchError(f"bad tuning range {text!r}: KIND must be continuous, integer or categorical")
 
