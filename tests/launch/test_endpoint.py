@@ -334,6 +334,31 @@ def test_invoke_reports_the_models_own_error(stub, tmp_path, capsys) -> None:
     assert "rejected the request: unsupported Content-Type" in capsys.readouterr().err
 
 
+def expected_transform_request(max_payload_mb: int, max_concurrent: int) -> dict:
+    """The CreateTransformJob request that TRANSFORM_ARGS sends."""
+    return {
+        "TransformJobName": "batch-1",
+        "ModelName": "batch-1",
+        "BatchStrategy": "SingleRecord",
+        "MaxPayloadInMB": max_payload_mb,
+        "MaxConcurrentTransforms": max_concurrent,
+        "TransformInput": {
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/photos/"}
+            },
+            "ContentType": "application/x-image",
+            "SplitType": "None",
+            "CompressionType": "None",
+        },
+        "TransformOutput": {
+            "S3OutputPath": "s3://bucket/predictions/",
+            "Accept": "application/json",
+            "AssembleWith": "None",
+        },
+        "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2},
+    }
+
+
 def test_transform_creates_a_model_and_the_job(stub, capsys) -> None:
     sm = stub("sagemaker")
     sm.add_response(
@@ -352,27 +377,7 @@ def test_transform_creates_a_model_and_the_job(stub, capsys) -> None:
     sm.add_response(
         "create_transform_job",
         {"TransformJobArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/tj"},
-        {
-            "TransformJobName": "batch-1",
-            "ModelName": "batch-1",
-            "BatchStrategy": "SingleRecord",
-            "MaxPayloadInMB": 6,
-            "MaxConcurrentTransforms": 4,
-            "TransformInput": {
-                "DataSource": {
-                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/photos/"}
-                },
-                "ContentType": "application/x-image",
-                "SplitType": "None",
-                "CompressionType": "None",
-            },
-            "TransformOutput": {
-                "S3OutputPath": "s3://bucket/predictions/",
-                "Accept": "application/json",
-                "AssembleWith": "None",
-            },
-            "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2},
-        },
+        expected_transform_request(max_payload_mb=6, max_concurrent=4),
     )
     assert main(TRANSFORM_ARGS + ["--max-concurrent", "4"]) == 0
     assert "started transform job batch-1" in capsys.readouterr().out
@@ -418,27 +423,7 @@ def test_transform_input_prefix_gets_its_slash_and_100_mb_in_flight_is_allowed(s
     sm.add_response(
         "create_transform_job",
         {"TransformJobArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/tj"},
-        {
-            "TransformJobName": "batch-1",
-            "ModelName": "batch-1",
-            "BatchStrategy": "SingleRecord",
-            "MaxPayloadInMB": 10,
-            "MaxConcurrentTransforms": 10,
-            "TransformInput": {
-                "DataSource": {
-                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/photos/"}
-                },
-                "ContentType": "application/x-image",
-                "SplitType": "None",
-                "CompressionType": "None",
-            },
-            "TransformOutput": {
-                "S3OutputPath": "s3://bucket/predictions/",
-                "Accept": "application/json",
-                "AssembleWith": "None",
-            },
-            "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2},
-        },
+        expected_transform_request(max_payload_mb=10, max_concurrent=10),
     )
     args = [a if a != "s3://bucket/photos/" else "s3://bucket/photos" for a in TRANSFORM_ARGS]
     assert main(args + ["--max-concurrent", "10", "--max-payload-mb", "10"]) == 0
