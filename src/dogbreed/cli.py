@@ -173,7 +173,7 @@ def run_tune(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         early_stopping=not args.no_early_stopping,
     )
-    start_tuning_job(aws, spec)
+    start_tuning_job(aws, spec, announce=print)
     print(f"started tuning job {name} ({spec.max_jobs} jobs, {spec.max_parallel_jobs} at a time)")
     if not args.wait:
         print(f"check it with: dogbreed tune --status {name}")

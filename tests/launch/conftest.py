@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,32 @@ ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
 TRAIN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train:1.0"
 SERVE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-serve:1.0"
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
+BREEDS = ("001.Affenpinscher", "002.Afghan_hound", "003.Airedale_terrier")
+SPLITS = ("train", "valid", "test")
+
+
+def stub_folders(s3: Stubber, bucket: str, prefix: str, folders: Iterable[str]) -> None:
+    """One ListObjectsV2 page: the folders directly under ``s3://bucket/prefix``."""
+    common = [{"Prefix": f"{prefix}{folder}/"} for folder in folders]
+    s3.add_response(
+        "list_objects_v2",
+        {"CommonPrefixes": common, "KeyCount": len(common), "IsTruncated": False},
+        {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"},
+    )
+
+
+def stub_split_channels(
+    s3: Stubber, bucket: str, root: str, classes: Iterable[str] = BREEDS
+) -> None:
+    """``root`` + ``train/ valid/ test/``, each holding ``classes``: one listing per split."""
+    for split in SPLITS:
+        stub_folders(s3, bucket, f"{root}{split}/", classes)
+
+
+def stub_dog_images(s3: Stubber, bucket: str = "bucket", root: str = "dogImages/") -> None:
+    """The dogImages layout under one prefix: the split folders, then each split's classes."""
+    stub_folders(s3, bucket, root, SPLITS)
+    stub_split_channels(s3, bucket, root)
 
 
 def training_job_description(name: str = "dogbreed-train-1", **fields: object) -> dict:

@@ -11,7 +11,14 @@ from dogbreed.cli import main
 from dogbreed.launch import LaunchError
 from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 
-from .conftest import REGION, ROLE, RULE_IMAGE, TRAIN_IMAGE, training_job_description
+from .conftest import (
+    REGION,
+    ROLE,
+    RULE_IMAGE,
+    TRAIN_IMAGE,
+    stub_dog_images,
+    training_job_description,
+)
 
 TRAIN_ARGS = [
     "train",
@@ -32,6 +39,12 @@ TRAIN_ARGS = [
     "--hp",
     "epochs=4",
 ]
+
+
+@pytest.fixture
+def dog_images(stub) -> None:
+    """TRAIN_ARGS' data, s3://bucket/dogImages/, holds train/ valid/ test/ with three breeds."""
+    stub_dog_images(stub("s3"))
 
 
 def rule(name: str) -> dict:
@@ -104,7 +117,9 @@ def expected_training_request() -> dict:
     }
 
 
-def test_train_sends_hook_rules_profiler_spot_checkpoint_and_instance_count(stub, capsys) -> None:
+def test_train_sends_hook_rules_profiler_spot_checkpoint_and_instance_count(
+    stub, dog_images, capsys
+) -> None:
     stub("sagemaker").add_response(
         "create_training_job", {"TrainingJobArn": "arn:t"}, expected_training_request()
     )
@@ -156,14 +171,14 @@ def plain_request() -> dict:
     return expected
 
 
-def test_no_debugger_keeps_the_profiler(stub) -> None:
+def test_no_debugger_keeps_the_profiler(stub, dog_images) -> None:
     stub("sagemaker").add_response(
         "create_training_job", {"TrainingJobArn": "arn:t"}, plain_request()
     )
     assert main(TRAIN_ARGS + ["--no-debugger"]) == 0
 
 
-def test_no_debugger_and_no_profiler(stub) -> None:
+def test_no_debugger_and_no_profiler(stub, dog_images) -> None:
     expected = plain_request()
     del expected["ProfilerRuleConfigurations"]
     expected["ProfilerConfig"] = {"DisableProfiler": True}
@@ -186,7 +201,7 @@ def test_chosen_rules_only_and_the_hook_still_saves_the_three_collections() -> N
     assert "ProfilerRuleConfigurations" not in request
 
 
-def test_profiler_rules_run_beside_the_profiler_report(stub, capsys) -> None:
+def test_profiler_rules_run_beside_the_profiler_report(stub, dog_images, capsys) -> None:
     """LowGPUUtilization is a profiler rule: it joins ProfilerReport, with its own parameters."""
     expected = plain_request()
     expected["ProfilerRuleConfigurations"].append(
@@ -212,7 +227,9 @@ REGIONS_WITHOUT_RULE_IMAGES = ["eu-central-2", "il-central-1", "ap-southeast-3",
 
 
 @pytest.mark.parametrize("aws", REGIONS_WITHOUT_RULE_IMAGES, indirect=True)
-def test_a_region_without_rule_images_trains_without_debugger_and_says_so(stub, capsys) -> None:
+def test_a_region_without_rule_images_trains_without_debugger_and_says_so(
+    stub, dog_images, capsys
+) -> None:
     expected = plain_request()
     del expected["ProfilerRuleConfigurations"], expected["ProfilerConfig"]
     stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
@@ -223,7 +240,7 @@ def test_a_region_without_rule_images_trains_without_debugger_and_says_so(stub, 
 
 
 @pytest.mark.parametrize("aws", ["eu-central-2", "us-gov-east-1"], indirect=True)
-def test_no_debugger_no_profiler_needs_no_rule_image(stub, capsys) -> None:
+def test_no_debugger_no_profiler_needs_no_rule_image(stub, dog_images, capsys) -> None:
     expected = plain_request()
     del expected["ProfilerRuleConfigurations"], expected["ProfilerConfig"]
     stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
@@ -239,7 +256,9 @@ def test_the_library_refuses_rules_where_there_is_no_rule_image(region) -> None:
     assert "DebugHookConfig" in debugger_request(hook_only, region)  # no image looked up
 
 
-def test_best_hyperparameters_of_a_tuning_job_seed_the_training_job(stub, capsys) -> None:
+def test_best_hyperparameters_of_a_tuning_job_seed_the_training_job(
+    stub, dog_images, capsys
+) -> None:
     sm = stub("sagemaker")
     sm.add_response(
         "describe_hyper_parameter_tuning_job",
@@ -294,6 +313,7 @@ def test_best_hyperparameters_of_a_tuning_job_seed_the_training_job(stub, capsys
 @pytest.fixture
 def no_requests(stub):
     stub("sagemaker")  # no responses queued: a request would fail the test
+    stub("s3")
 
 
 @pytest.mark.parametrize(
@@ -344,7 +364,9 @@ def test_debugger_is_refused_in_local_mode() -> None:
         training_job_request(spec, REGION, local=True)
 
 
-def test_train_wait_follows_the_job_and_prints_the_model(stub, capsys, monkeypatch) -> None:
+def test_train_wait_follows_the_job_and_prints_the_model(
+    stub, dog_images, capsys, monkeypatch
+) -> None:
     monkeypatch.setattr("time.sleep", lambda s: None)
     sm = stub("sagemaker")
     sm.add_response(
@@ -371,7 +393,9 @@ def test_train_wait_follows_the_job_and_prints_the_model(stub, capsys, monkeypat
     assert "model: s3://bucket/runs/dogbreed-train-1/output/model.tar.gz" in out
 
 
-def test_a_failed_training_job_reports_its_failure_reason(stub, capsys, monkeypatch) -> None:
+def test_a_failed_training_job_reports_its_failure_reason(
+    stub, dog_images, capsys, monkeypatch
+) -> None:
     monkeypatch.setattr("time.sleep", lambda s: None)
     sm = stub("sagemaker")
     sm.add_response(

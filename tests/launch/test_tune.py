@@ -9,7 +9,7 @@ from dogbreed.cli import main
 from dogbreed.launch import LaunchError
 from dogbreed.launch.tune import parse_range
 
-from .conftest import ROLE, TRAIN_IMAGE
+from .conftest import ROLE, TRAIN_IMAGE, stub_split_channels
 
 TUNE_ARGS = [
     "tune",
@@ -23,6 +23,8 @@ TUNE_ARGS = [
     "s3://bucket/dogs/train",
     "--valid",
     "s3://bucket/dogs/valid",
+    "--test",
+    "s3://bucket/dogs/test",
     "--output",
     "s3://bucket/runs",
     "--hp",
@@ -34,6 +36,12 @@ TUNE_ARGS = [
     "--max-parallel",
     "3",
 ]
+
+
+@pytest.fixture
+def dogs(stub) -> None:
+    """TUNE_ARGS' channels s3://bucket/dogs/{train,valid,test}/ hold the same three breeds."""
+    stub_split_channels(stub("s3"), "bucket", "dogs/")
 
 
 def expected_tuning_request(**changes) -> dict:
@@ -83,7 +91,7 @@ def expected_tuning_request(**changes) -> dict:
                         }
                     },
                 }
-                for name in ("train", "valid")
+                for name in ("train", "valid", "test")
             ],
             "OutputDataConfig": {"S3OutputPath": "s3://bucket/runs"},
             "ResourceConfig": {
@@ -98,7 +106,7 @@ def expected_tuning_request(**changes) -> dict:
     return request
 
 
-def test_tune_sends_the_seed_ranges_objective_and_metric_regexes(stub, capsys) -> None:
+def test_tune_sends_the_seed_ranges_objective_and_metric_regexes(stub, dogs, capsys) -> None:
     arn = "arn:aws:sagemaker:us-east-1:123456789012:hyper-parameter-tuning-job/dogbreed-hpo-1"
     stub("sagemaker").add_response(
         "create_hyper_parameter_tuning_job",
@@ -114,7 +122,7 @@ def test_tune_sends_the_seed_ranges_objective_and_metric_regexes(stub, capsys) -
     )
 
 
-def test_ranges_override_defaults_and_spot_reaches_the_definition(stub) -> None:
+def test_ranges_override_defaults_and_spot_reaches_the_definition(stub, dogs) -> None:
     expected = expected_tuning_request()
     config = expected["HyperParameterTuningJobConfig"]
     config["ParameterRanges"]["ContinuousParameterRanges"] = [
@@ -176,7 +184,9 @@ def describe_tuning(status: str = "Completed") -> dict:
     }
 
 
-def test_tune_wait_prints_the_best_job_and_its_hyperparameters(stub, capsys, monkeypatch) -> None:
+def test_tune_wait_prints_the_best_job_and_its_hyperparameters(
+    stub, dogs, capsys, monkeypatch
+) -> None:
     monkeypatch.setattr("time.sleep", lambda s: None)
     sm = stub("sagemaker")
     sm.add_response("create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"})
@@ -238,13 +248,13 @@ def test_reverselog_ranges_within_zero_and_one_are_accepted() -> None:
 
 
 def test_a_hyperparameter_cannot_be_fixed_and_tuned(stub, capsys) -> None:
-    stub("sagemaker")  # no responses: any request would fail the test
+    stub("sagemaker"), stub("s3")  # no responses: any request would fail the test
     assert main(TUNE_ARGS + ["--hp", "lr=0.01"]) == 1
     assert "both fixed and tuned: lr" in capsys.readouterr().err
 
 
 def test_tuning_job_names_are_limited_to_32_characters(stub, capsys) -> None:
-    stub("sagemaker")
+    stub("sagemaker"), stub("s3")
     args = [
         a if a != "dogbreed-hpo-1" else "a-tuning-job-name-that-is-far-too-long" for a in TUNE_ARGS
     ]

@@ -16,6 +16,7 @@ from typing import Any
 from dogbreed import metrics
 from dogbreed.launch import LaunchError
 from dogbreed.launch.debugger import DebuggerSettings, debugger_request
+from dogbreed.launch.layout import check_layout
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
 INPUT_MODES = ("File", "FastFile")
@@ -161,11 +162,14 @@ def start_training_job(
 ) -> dict[str, Any]:
     """Check everything, then send ``CreateTrainingJob``; returns the request that was sent.
 
-    ``announce`` hears one line once every check has passed, just before the job starts. In
-    local mode this call runs the whole job in docker and returns when it ends.
+    The checks include the data layout (:func:`~dogbreed.launch.layout.check_layout`).
+    ``announce`` hears what was found and a last line just before the job starts. In local mode
+    this call runs the whole job in docker and returns when it ends.
     """
     request = training_job_request(spec, aws.region, local=aws.local)
+    layout = check_layout(aws, spec.channels)
     if announce:
+        announce(layout.summary())
         announce(f"starting training job {spec.name}" + (" in local mode" if aws.local else ""))
     aws.sagemaker.create_training_job(**request)
     return request

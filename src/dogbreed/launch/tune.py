@@ -13,13 +13,14 @@ tuning job cannot launch training jobs that would fail on their first line.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dogbreed import metrics
 from dogbreed.launch import LaunchError
 from dogbreed.launch.jobs import TrainingJobSpec, training_job_request
+from dogbreed.launch.layout import check_layout
 from dogbreed.launch.session import Aws, check_name
 
 #: The seed's search space: what ``dogbreed tune`` explores unless told otherwise.
@@ -190,10 +191,19 @@ def tuning_job_request(spec: TuningSpec, region: str) -> dict[str, Any]:
     }
 
 
-def start_tuning_job(aws: Aws, spec: TuningSpec) -> dict[str, Any]:
+def start_tuning_job(
+    aws: Aws, spec: TuningSpec, announce: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Check everything (the data layout too), then send ``CreateHyperParameterTuningJob``.
+
+    ``announce`` hears what was found in the data, before the job starts.
+    """
     if aws.local:
         raise LaunchError("SageMaker has no local hyperparameter tuning; run tune on AWS")
     request = tuning_job_request(spec, aws.region)
+    layout = check_layout(aws, spec.training.channels)
+    if announce:
+        announce(layout.summary())
     aws.sagemaker.create_hyper_parameter_tuning_job(**request)
     return request
 
