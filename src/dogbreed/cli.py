@@ -135,10 +135,32 @@ def configure_tune(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=KIND:SPEC",
         help="replace or add a range (repeatable); defaults: " + "  ".join(DEFAULT_RANGES),
     )
-    parser.add_argument("--max-jobs", type=int, default=12)
+    parser.add_argument(
+        "--no-range",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="drop a default range (repeatable), e.g. --no-range lr to fix it with --hp lr=0.01",
+    )
+    parser.add_argument(
+        "--max-jobs", type=int, help="training jobs in all (default: 12; Grid: every combination)"
+    )
     parser.add_argument("--max-parallel", type=int, default=2)
-    parser.add_argument("--strategy", choices=STRATEGIES, default="Bayesian")
-    parser.add_argument("--no-early-stopping", action="store_true")
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="Bayesian",
+        help="Hyperband: epochs is its resource, not a range: the epochs range's MIN:MAX become "
+        "MinResource:MaxResource, every trial runs epochs=MAX and Hyperband stops the weaker ones "
+        "(its own early stopping: --no-early-stopping is implied). Grid: categorical ranges only "
+        "(e.g. --range lr=categorical:0.001,0.01 --no-range epochs); it runs every combination "
+        "once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-early-stopping",
+        action="store_true",
+        help="let every trial run to the end (Bayesian, Random, Grid)",
+    )
     _job_options(parser, required=False)  # checked in run_tune: --status needs neither
     _aws_options(parser, role=True)
 
@@ -167,14 +189,18 @@ def run_tune(args: argparse.Namespace) -> int:
     spec = TuningSpec(
         name=name,
         training=training,
-        ranges=parse_ranges(args.range),
+        ranges=parse_ranges(args.range, dropped=args.no_range),
         max_jobs=args.max_jobs,
         max_parallel_jobs=args.max_parallel,
         strategy=args.strategy,
         early_stopping=not args.no_early_stopping,
     )
-    start_tuning_job(aws, spec, announce=print)
-    print(f"started tuning job {name} ({spec.max_jobs} jobs, {spec.max_parallel_jobs} at a time)")
+    request = start_tuning_job(aws, spec, announce=print)
+    limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
+    print(
+        f"started tuning job {name} ({limits['MaxNumberOfTrainingJobs']} jobs, "
+        f"{limits['MaxParallelTrainingJobs']} at a time)"
+    )
     if not args.wait:
         print(f"check it with: dogbreed tune --status {name}")
         return 0

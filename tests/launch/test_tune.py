@@ -277,3 +277,90 @@ def test_a_failed_tuning_job_without_a_best_job_says_so(stub, capsys) -> None:
         "tuning job dogbreed-hpo-1 (Failed) has no completed training job yet: All training jobs failed."
         in err
     )
+
+
+def test_hyperband_tunes_epochs_as_its_resource_with_early_stopping_off(stub, dogs, capsys) -> None:
+    """AWS: Hyperband needs TrainingJobEarlyStoppingType Off and a resource (MinResource and
+    MaxResource); every trial runs epochs=MaxResource and Hyperband stops the weaker ones."""
+    expected = expected_tuning_request()
+    config = expected["HyperParameterTuningJobConfig"]
+    config["Strategy"] = "Hyperband"
+    config["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 20}}
+    config["TrainingJobEarlyStoppingType"] = "Off"
+    del config["ParameterRanges"]["IntegerParameterRanges"][0]
+    expected["TrainingJobDefinition"]["StaticHyperParameters"]["epochs"] = "20"
+    stub("sagemaker").add_response(
+        "create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"}, expected
+    )
+    args = TUNE_ARGS + ["--strategy", "Hyperband", "--range", "epochs=integer:1:20"]
+    assert main(args) == 0
+    assert "started tuning job dogbreed-hpo-1 (10 jobs, 3 at a time)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--no-range", "epochs"],
+        ["--range", "epochs=categorical:2,4"],
+        ["--no-range", "epochs", "--hp", "epochs=10"],
+    ],
+)
+def test_hyperband_without_an_integer_epochs_range_is_refused(stub, capsys, extra) -> None:
+    stub("sagemaker"), stub("s3")
+    assert main(TUNE_ARGS + ["--strategy", "Hyperband", *extra]) == 1
+    assert "Hyperband needs epochs as its resource" in capsys.readouterr().err
+
+
+def test_grid_with_the_default_ranges_says_which_are_not_categorical(stub, capsys) -> None:
+    stub("sagemaker"), stub("s3")
+    assert main(TUNE_ARGS + ["--strategy", "Grid"]) == 1
+    assert (
+        "Grid takes only categorical ranges; not lr (continuous), epochs (integer)"
+        in capsys.readouterr().err
+    )
+
+
+GRID_ARGS = [
+    *(a for a in TUNE_ARGS if a not in ("--max-jobs", "10")),
+    "--strategy",
+    "Grid",
+    "--range",
+    "lr=categorical:0.001,0.01,0.1",
+    "--no-range",
+    "epochs",
+    "--hp",
+    "epochs=3",
+]
+
+
+def test_grid_sends_every_combination_as_the_job_count(stub, dogs, capsys) -> None:
+    expected = expected_tuning_request()
+    config = expected["HyperParameterTuningJobConfig"]
+    config["Strategy"] = "Grid"
+    config["ResourceLimits"]["MaxNumberOfTrainingJobs"] = 15  # 3 lr x 5 batch sizes
+    config["ParameterRanges"] = {
+        "ContinuousParameterRanges": [],
+        "IntegerParameterRanges": [],
+        "CategoricalParameterRanges": [
+            {"Name": "lr", "Values": ["0.001", "0.01", "0.1"]},
+            {"Name": "batch-size", "Values": ["32", "64", "128", "256", "512"]},
+        ],
+    }
+    expected["TrainingJobDefinition"]["StaticHyperParameters"]["epochs"] = "3"
+    stub("sagemaker").add_response(
+        "create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"}, expected
+    )
+    assert main(GRID_ARGS) == 0
+    assert "(15 jobs, 3 at a time)" in capsys.readouterr().out
+
+
+def test_grid_refuses_a_job_count_other_than_the_combinations(stub, capsys) -> None:
+    stub("sagemaker"), stub("s3")
+    assert main(GRID_ARGS + ["--max-jobs", "12"]) == 1
+    assert "Grid runs every combination once: 15 jobs" in capsys.readouterr().err
+
+
+def test_no_range_drops_a_default_and_refuses_an_unknown_one(stub, capsys) -> None:
+    stub("sagemaker"), stub("s3")
+    assert main(TUNE_ARGS + ["--no-range", "momentum"]) == 1
+    assert "--no-range momentum: not a default range" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dogbreed import metrics
-from dogbreed.launch import LaunchError
+from dogbreed.launch import LaunchError, strategies
 from dogbreed.launch.jobs import TrainingJobSpec, training_job_request
 from dogbreed.launch.layout import check_layout
 from dogbreed.launch.session import Aws, check_name
@@ -113,9 +113,17 @@ def parse_range(text: str) -> Range:
     raise LaunchError(f"bad tuning range {text!r}: KIND must be continuous, integer or categorical")
 
 
-def parse_ranges(texts: Sequence[str]) -> list[Range]:
-    """The defaults, with any range the user gives replacing the default of the same name."""
+def parse_ranges(texts: Sequence[str], dropped: Sequence[str] = ()) -> list[Range]:
+    """The defaults less ``dropped``, with any range the user gives replacing the default of the
+    same name."""
+    from dogbreed.hyperparams import cli_name
+
     ranges = {r.name: r for r in map(parse_range, DEFAULT_RANGES)}
+    for name in dropped:
+        if ranges.pop(cli_name(name.replace("-", "_")), None) is None:
+            raise LaunchError(
+                f"--no-range {name}: not a default range (defaults: {', '.join(ranges)})"
+            )
     ranges.update({r.name: r for r in map(parse_range, texts)})
     return list(ranges.values())
 
@@ -136,7 +144,7 @@ class TuningSpec:
     name: str
     training: TrainingJobSpec  # its hyperparameters are the static ones
     ranges: Sequence[Range] = field(default_factory=lambda: parse_ranges([]))
-    max_jobs: int = 12
+    max_jobs: int | None = None  # None: 12, or every combination for Grid
     max_parallel_jobs: int = 2
     strategy: str = "Bayesian"
     early_stopping: bool = True
@@ -147,21 +155,23 @@ def tuning_job_request(spec: TuningSpec, region: str) -> dict[str, Any]:
     check_name(spec.name, max_length=32)
     if spec.strategy not in STRATEGIES:
         raise LaunchError(f"strategy must be one of {', '.join(STRATEGIES)}; got {spec.strategy!r}")
-    if not 1 <= spec.max_parallel_jobs <= spec.max_jobs:
-        raise LaunchError(
-            f"need 1 <= max parallel jobs ({spec.max_parallel_jobs}) <= max jobs ({spec.max_jobs})"
-        )
-    tuned = {r.name for r in spec.ranges}
-    if not tuned:
+    if not spec.ranges:
         raise LaunchError("a tuning job needs at least one range")
-    clash = tuned & set(spec.training.hyperparameters)
+    clash = {r.name for r in spec.ranges} & set(spec.training.hyperparameters)
     if clash:
         raise LaunchError(f"hyperparameter(s) both fixed and tuned: {', '.join(sorted(clash))}")
+    plan = strategies.plan(spec.strategy, spec.ranges, spec.max_jobs, spec.early_stopping)
+    if not plan.ranges:
+        raise LaunchError(f"{spec.strategy} needs at least one range to search")
+    if not 1 <= spec.max_parallel_jobs <= plan.max_jobs:
+        raise LaunchError(
+            f"need 1 <= max parallel jobs ({spec.max_parallel_jobs}) <= max jobs ({plan.max_jobs})"
+        )
     if metrics.OBJECTIVE_METRIC not in {d["Name"] for d in metrics.metric_definitions()}:
         raise LaunchError(f"objective {metrics.OBJECTIVE_METRIC} has no metric definition")
     job = training_job_request(spec.training, region)
     definition = {
-        "StaticHyperParameters": job["HyperParameters"],
+        "StaticHyperParameters": {**job["HyperParameters"], **plan.static},
         "AlgorithmSpecification": job["AlgorithmSpecification"],
         "RoleArn": job["RoleArn"],
         "InputDataConfig": job["InputDataConfig"],
@@ -181,11 +191,11 @@ def tuning_job_request(spec: TuningSpec, region: str) -> dict[str, Any]:
                 "MetricName": metrics.OBJECTIVE_METRIC,
             },
             "ResourceLimits": {
-                "MaxNumberOfTrainingJobs": spec.max_jobs,
+                "MaxNumberOfTrainingJobs": plan.max_jobs,
                 "MaxParallelTrainingJobs": spec.max_parallel_jobs,
             },
-            "ParameterRanges": parameter_ranges(spec.ranges),
-            "TrainingJobEarlyStoppingType": "Auto" if spec.early_stopping else "Off",
+            "ParameterRanges": parameter_ranges(plan.ranges),
+            **plan.config,
         },
         "TrainingJobDefinition": definition,
     }
