@@ -120,9 +120,22 @@ def _training_spec(
 # --- tune ---------------------------------------------------------------------------------
 
 
+TUNING_CHECKPOINTS = (
+    "Checkpoints (--spot or --checkpoint-s3): all trials of a tuning job share one checkpoint URI "
+    "(default <output>/<tuning job>/checkpoints/). Each trial keeps its checkpoint under "
+    "<uri>/<its training job name>/ (the trainer reads TRAINING_JOB_NAME) and deletes that folder "
+    "when it completes; SageMaker deletes it in S3 too. When a trial starts, SageMaker copies "
+    "everything under the URI into it: the folders of the trials still running and of those "
+    "stopped early or failed, roughly 0.1 GB each (ResNet18 weights and optimizer state). In a "
+    "50-trial job with early stopping or Hyperband, a late trial may copy dozens of them before "
+    "it trains: give each tuning job its own URI and empty it afterwards."
+)
+
+
 def configure_tune(parser: argparse.ArgumentParser) -> None:
     from dogbreed.launch.tune import DEFAULT_RANGES, STRATEGIES
 
+    parser.epilog = TUNING_CHECKPOINTS
     parser.add_argument(
         "--status",
         metavar="TUNING_JOB",
@@ -196,6 +209,10 @@ def run_tune(args: argparse.Namespace) -> int:
         early_stopping=not args.no_early_stopping,
     )
     request = start_tuning_job(aws, spec, announce=print)
+    checkpoints = request["TrainingJobDefinition"].get("CheckpointConfig")
+    if checkpoints:
+        uri = checkpoints["S3Uri"]
+        print(f"checkpoints: all trials share {uri}; each keeps its own under {uri}<job name>/")
     limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
     print(
         f"started tuning job {name} ({limits['MaxNumberOfTrainingJobs']} jobs, "

@@ -364,3 +364,38 @@ def test_no_range_drops_a_default_and_refuses_an_unknown_one(stub, capsys) -> No
     stub("sagemaker"), stub("s3")
     assert main(TUNE_ARGS + ["--no-range", "momentum"]) == 1
     assert "--no-range momentum: not a default range" in capsys.readouterr().err
+
+
+def test_spot_trials_share_one_checkpoint_uri_and_tune_says_so(stub, dogs, capsys) -> None:
+    """A tuning job has one CheckpointConfig for all trials: each trial keeps its checkpoint under
+    its own job name there (the trainer's side); the launcher says so in the output and --help."""
+    expected = expected_tuning_request()
+    definition = expected["TrainingJobDefinition"]
+    definition["StoppingCondition"]["MaxWaitTimeInSeconds"] = 28800
+    definition["EnableManagedSpotTraining"] = True
+    definition["CheckpointConfig"] = {
+        "S3Uri": "s3://bucket/ckpt/hpo-1/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    stub("sagemaker").add_response(
+        "create_hyper_parameter_tuning_job", {"HyperParameterTuningJobArn": "arn:x"}, expected
+    )
+    assert main(TUNE_ARGS + ["--spot", "--checkpoint-s3", "s3://bucket/ckpt/hpo-1"]) == 0
+    assert (
+        "checkpoints: all trials share s3://bucket/ckpt/hpo-1/; each keeps its own under "
+        "s3://bucket/ckpt/hpo-1/<job name>/"
+    ) in capsys.readouterr().out
+
+    from dogbreed.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["tune", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for phrase in (
+        "all trials of a tuning job share one checkpoint URI",
+        "under <uri>/<its training job name>/ (the trainer reads TRAINING_JOB_NAME)",
+        "deletes that folder when it completes; SageMaker deletes it in S3 too",
+        "SageMaker copies everything under the URI into it",
+        "50-trial job",
+    ):
+        assert phrase in help_text
