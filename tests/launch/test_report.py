@@ -133,3 +133,47 @@ def test_report_with_a_job_lists_rule_verdicts_and_fetches_the_profiler_report(
 def test_report_on_a_folder_that_is_not_a_trial(tmp_path, capsys) -> None:
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
     assert "not an smdebug trial" in capsys.readouterr().err
+
+
+def test_an_s3_trial_is_read_with_the_sessions_s3_client(trained_job, stub, tmp_path, capsys):
+    """smdebug's own S3 client ignores --profile and --region: the launcher copies the trial with
+    the session's client instead. Here that client is stubbed; smdebug's would reach the closed
+    AWS_ENDPOINT_URL port and fail."""
+    s3 = stub("s3")
+    prefix = "runs/dogbreed-train-1/debug-output/"
+    files = sorted(p for p in trained_job.tensors.rglob("*") if p.is_file())
+    keys = [prefix + p.relative_to(trained_job.tensors).as_posix() for p in files]
+    s3.add_response(
+        "list_objects_v2",
+        {"Contents": [{"Key": key} for key in keys], "IsTruncated": False},
+        {"Bucket": "bucket", "Prefix": prefix},
+    )
+    for key, path in zip(keys, files, strict=True):
+        data = path.read_bytes()
+        s3.add_response(
+            "get_object",
+            {"Body": StreamingBody(io.BytesIO(data), len(data))},
+            {"Bucket": "bucket", "Key": key},
+        )
+    out = tmp_path / "report"
+    trial = "s3://bucket/" + prefix.rstrip("/")
+    assert main(["report", trial, "--profile", "dogs", "--out", str(out)]) == 0
+    summary = (out / "summary.txt").read_text()
+    assert f"trial: {trial}" in summary
+    assert f"TRAIN: {TRAIN_STEPS} steps" in summary
+    assert "gradients: 62 layers" in summary
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gradient_norms.png",
+        "losses.png",
+        "summary.txt",
+    ]
+
+
+def test_an_empty_s3_trial_says_so(stub, tmp_path, capsys):
+    stub("s3").add_response(
+        "list_objects_v2",
+        {"KeyCount": 0, "IsTruncated": False},
+        {"Bucket": "bucket", "Prefix": "nothing/"},
+    )
+    assert main(["report", "s3://bucket/nothing", "--out", str(tmp_path / "r")]) == 1
+    assert "s3://bucket/nothing: no objects there" in capsys.readouterr().err

@@ -1,14 +1,20 @@
 """What Debugger saw: loss curves and per-layer gradient norms as PNG, rule verdicts, profiler report.
 
 Reads an smdebug trial (a local folder or ``s3://`` prefix, or the one a training job wrote) with
-``smdebug.trials.create_trial``. With a job name it also reads the job's rule evaluation
-statuses and downloads the ProfilerReport rule's output when it exists.
+``smdebug.trials.create_trial``. An S3 trial is first copied to a temporary folder with the
+session's S3 client: smdebug's own client would ignore ``--profile`` and ``--region``. With a job
+name it also reads the job's rule evaluation statuses and downloads the ProfilerReport rule's
+output when it exists.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +49,46 @@ def debugger_output_of(job: dict[str, Any]) -> str:
     return f"{hook['S3OutputPath'].rstrip('/')}/{job['TrainingJobName']}/debug-output"
 
 
-def load_trial(path: str) -> Any:
-    """An smdebug trial from a local folder or an S3 prefix."""
+def download_prefix(
+    s3: Any, uri: str, target: Path, keep: Callable[[str], bool] = lambda relative: True
+) -> list[Path]:
+    """Copy the objects under an ``s3://`` prefix whose relative key ``keep`` accepts."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = f"{prefix.strip('/')}/".lstrip("/")
+    files = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(prefix) :]
+            if not relative or relative.endswith("/") or not keep(relative):
+                continue
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as out:
+                shutil.copyfileobj(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"], out)
+            files.append(path)
+    return files
+
+
+@contextmanager
+def local_trial(path: str, aws: Aws | None) -> Iterator[str]:
+    """A local folder holding the trial: ``path``, or a temporary copy of an S3 trial made with
+    the session's S3 client (its profile, region and credentials), removed afterwards."""
     if not path.startswith("s3://"):
-        local = Path(path)
-        if not (local / "index").is_dir() and not (local / "events").is_dir():
-            raise LaunchError(f"{path}: not an smdebug trial (no index/ or events/ inside)")
+        yield path
+        return
+    if aws is None:
+        raise LaunchError("an s3:// trial needs AWS access (region, credentials)")
+    with tempfile.TemporaryDirectory(prefix="dogbreed-trial-") as folder:
+        if not download_prefix(aws.client("s3"), path, Path(folder)):
+            raise LaunchError(f"{path}: no objects there (not an smdebug trial)")
+        yield folder
+
+
+def load_trial(path: str) -> Any:
+    """An smdebug trial from a local folder."""
+    local = Path(path)
+    if not (local / "index").is_dir() and not (local / "events").is_dir():
+        raise LaunchError(f"{path}: not an smdebug trial (no index/ or events/ inside)")
     from smdebug.trials import create_trial
 
     return create_trial(path)
@@ -196,20 +236,13 @@ def fetch_profiler_report(aws: Aws, job: dict[str, Any], out_dir: Path) -> list[
     base = job.get("ProfilerConfig", {}).get("S3OutputPath")
     if not base:
         return []
-    bucket, _, prefix = base.removeprefix("s3://").partition("/")
-    prefix = f"{prefix.strip('/')}/{job['TrainingJobName']}/rule-output/".lstrip("/")
-    s3 = aws.client("s3")
-    files = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            relative = item["Key"][len(prefix) :]
-            if not relative.startswith("ProfilerReport") or relative.endswith("/"):
-                continue
-            target = out_dir / "profiler-report" / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-            files.append(target)
-    return files
+    rule_output = f"{base.rstrip('/')}/{job['TrainingJobName']}/rule-output/"
+    return download_prefix(
+        aws.client("s3"),
+        rule_output,
+        out_dir / "profiler-report",
+        keep=lambda relative: relative.startswith("ProfilerReport"),
+    )
 
 
 def write_report(
@@ -229,14 +262,15 @@ def write_report(
         raise LaunchError("give a trial (local folder or s3:// prefix) or --job NAME")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir, lines=[f"trial: {trial_path}"])
-    trial = load_trial(trial_path)
-    losses = loss_series(trial)
+    with local_trial(trial_path, aws) as folder:
+        trial = load_trial(folder)
+        losses = loss_series(trial)
+        norms = gradient_norms(trial)
     if losses:
         report.files.append(plot_losses(losses, out_dir / LOSSES_PNG))
         report.lines += _loss_lines(losses)
     else:
         report.lines.append("losses: the trial has no 'losses' collection")
-    norms = gradient_norms(trial)
     if norms:
         report.files.append(plot_gradient_norms(norms, out_dir / GRADIENTS_PNG))
         report.lines += _gradient_lines(norms)
