@@ -12,7 +12,6 @@ Two files, nothing pickled:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dogbreed.atomic import write_atomically
 from dogbreed.model import ARCHITECTURE, WeightsError, build_model, load_state_dict_file
 
 WEIGHTS_FILE = "model.pt"
@@ -71,24 +71,13 @@ class ModelSpec:
         return spec
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_artifact(model_dir: Path, model: nn.Module, spec: ModelSpec) -> None:
     """Write ``model.pt`` and ``model.json`` atomically (weights first, spec last)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(model_dir / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    write_atomically(model_dir / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
     text = json.dumps(asdict(spec), indent=2, sort_keys=True)
-    _atomic_write(model_dir / SPEC_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_atomically(model_dir / SPEC_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
 
 def _extract_tarball(tarball: Path) -> Path:

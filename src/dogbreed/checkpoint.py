@@ -5,18 +5,24 @@ any instant leaves either the previous checkpoint or the new one, never half of 
 only tensors and plain data (loaded back with ``weights_only=True``): model, optimizer and
 scheduler state, the position (epoch, batches done in it), the best weights so far, the metric
 history and the RNG states.
+
+When a job that SageMaker named completes, :func:`retire_checkpoint` replaces its checkpoint with
+a note of a few hundred bytes: a tuning job's trials share one checkpoint location, SageMaker
+copies all of it into every trial it starts, and it uploads a changed file but is not documented
+to delete one, so a deleted file could stay behind in S3 while a replaced one cannot.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from dogbreed.atomic import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +63,14 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
     }
     path = directory / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKPOINT_FILE}.")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
     return path
+
+
+def retire_checkpoint(directory: Path, note: dict[str, Any]) -> None:
+    """Replace a completed job's checkpoint with a small JSON note (see the module docstring)."""
+    text = json.dumps({"completed": True, **note}, sort_keys=True)
+    write_atomically(directory / CHECKPOINT_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
 
 def load_checkpoint(
@@ -83,6 +88,10 @@ def load_checkpoint(
     path = directory / CHECKPOINT_FILE
     if not path.is_file():
         return None
+    with open(path, "rb") as handle:
+        if handle.read(1) == b"{":
+            log.warning("%s is the note of a completed job: starting from scratch", path)
+            return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from dogbreed.presets import decode_rgb
 
@@ -162,10 +162,11 @@ class ImageDataset(Dataset):
 
     JPEGs are decoded at the smallest DCT scale that keeps both sides >= ``decode_size``.
 
-    With ``seed`` set, each item's augmentation draws from a generator seeded by
-    (seed, epoch, index), so an epoch's batches are the same whatever the worker count and
-    wherever a resumed run starts. A file that fails to decode yields ``None`` (dropped by
-    :func:`collate_skipping_bad`) and a warning, never a crash.
+    With ``seed`` set, each item's augmentation draws from torch's RNG seeded by
+    (seed, epoch, index) inside :func:`torch.random.fork_rng` (torchvision's transforms take no
+    generator), so an epoch's batches are the same whatever the worker count and wherever a
+    resumed run starts, and the process's own RNG is left as it was. A file that fails to decode
+    yields ``None`` (dropped by :func:`collate_skipping_bad`) and a warning, never a crash.
     """
 
     def __init__(
@@ -192,9 +193,23 @@ class ImageDataset(Dataset):
         except Exception as exc:
             log.warning("skipping unreadable image %s: %s", path, exc)
             return None
-        if self.seed is not None:
+        if self.seed is None:
+            return self.transform(rgb), label
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-        return self.transform(rgb), label
+            return self.transform(rgb), label
+
+
+def _shared_like(first: torch.Tensor, count: int) -> torch.Tensor | None:
+    """In a loader process, an empty tensor for ``count`` items in shared memory; else None.
+
+    Allocating the batch in shared memory here, instead of letting the queue move it there while
+    pickling it on a background thread, turns a full /dev/shm into an error that reaches the
+    training process (a failure on that thread is only printed, and the batch never arrives).
+    """
+    if get_worker_info() is None:
+        return None
+    return torch.empty((count, *first.shape), dtype=first.dtype).share_memory_()
 
 
 def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -203,4 +218,8 @@ def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor] | Non
     if not good:
         return None
     images, labels = zip(*good, strict=True)
-    return torch.stack(images), torch.tensor(labels)
+    label_tensor = torch.tensor(labels)
+    out = _shared_like(images[0], len(images))
+    if out is not None:
+        label_tensor.share_memory_()
+    return torch.stack(images, out=out), label_tensor

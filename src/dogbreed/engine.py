@@ -13,12 +13,30 @@ from torch import nn
 
 from dogbreed.debugger import DebuggerHook
 from dogbreed.distributed import World, all_reduce_sum, any_rank
+from dogbreed.presets import normalize
 
 log = logging.getLogger(__name__)
 
 
 class StopRequested(Exception):
     """Training was asked to stop (SIGTERM) between two steps."""
+
+
+class StepOutOfMemory(RuntimeError):
+    """A training step ran out of device (or host) memory."""
+
+    def __init__(self, step: int, images: int, device: torch.device, cause: str) -> None:
+        super().__init__(f"out of memory on {device} at step {step} ({images} images): {cause}")
+        self.step, self.images, self.device = step, images, device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure to allocate."""
+    text = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 @dataclass
@@ -46,7 +64,11 @@ class Precision:
 def to_device(
     images: torch.Tensor, labels: torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    """Move a batch to the device; uint8 images (as loaders send them) are normalised there."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalize(images)
+    images = images.contiguous(memory_format=torch.channels_last)
     return images, labels.to(device, non_blocking=True)
 
 
@@ -114,13 +136,19 @@ def train_one_epoch(
             progress(step)
             continue
         images, labels = to_device(*batch, world.device)
-        with precision.autocast():
-            logits = model(images)
-            loss = criterion(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
+        try:
+            with precision.autocast():
+                logits = model(images)
+                loss = criterion(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StepOutOfMemory(step + 1, labels.numel(), world.device, cause) from None
         correct = (logits.argmax(1) == labels).sum().item()
         totals.add(loss.item(), correct, labels.numel())
         images_seen += labels.numel()
@@ -132,10 +160,11 @@ def train_one_epoch(
             rate = images_seen / max(elapsed, 1e-9) * world.size
             remaining = (total_batches - step) * elapsed / max(step - first_batch, 1)
             log.info(
-                "%s step %d/%d loss %.4f acc %.4f | %.1f img/s | epoch ETA %s",
+                "%s step %d/%d batch %d loss %.4f acc %.4f | %.1f img/s | epoch ETA %s",
                 label,
                 step,
                 total_batches,
+                labels.numel() * world.size,
                 totals.loss,
                 totals.accuracy,
                 rate,

@@ -48,6 +48,7 @@ class Hyperparameters:
     max_bad_fraction: float = 0.05
     amp: bool = True
     log_interval: int = 10
+    stall_timeout: float = 180.0
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -122,6 +123,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_bad_fraction": _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1),
     "amp": _boolean,
     "log_interval": _number(_integer, "an integer >= 1", lambda v: v >= 1),
+    "stall_timeout": _number(float, "a number of seconds in [1, 3600]", lambda v: 1 <= v <= 3600),
 }
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from dogbreed.atomic import write_atomically
 
 
 @dataclass(frozen=True)
@@ -21,17 +24,30 @@ class JobPaths:
     input_config_dir: Path
     checkpoint_dir: Path
     channels: dict[str, Path]
+    job_name: str | None = None  # TRAINING_JOB_NAME, which SageMaker sets in every job
 
     @property
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
 
-    def write_failure(self, message: str) -> None:
-        """``output/failure``, written atomically: SageMaker shows its first 1024 characters."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.failure_file.with_suffix(".tmp")
-        tmp.write_text(message.strip() + "\n")
-        os.replace(tmp, self.failure_file)
+    @property
+    def job_checkpoint_dir(self) -> Path:
+        """This job's checkpoints: in a folder named after the job where SageMaker names it.
+
+        A tuning job's trials share one checkpoint location (SageMaker copies all of it into
+        every trial), so each trial keeps to its own folder; a run without a job name (a plain
+        ``docker run``) uses the location itself.
+        """
+        return self.checkpoint_dir / self.job_name if self.job_name else self.checkpoint_dir
+
+    def write_failure(self, message: str, replace: bool = True) -> bool:
+        """``output/failure``, written atomically: SageMaker shows its first 1024 characters.
+
+        ``replace=False`` keeps a failure already written (the first rank to fail names the
+        cause); returns whether this message was written.
+        """
+        text = message.strip() + "\n"
+        return write_atomically(self.failure_file, lambda tmp: tmp.write_text(text), replace)
 
     @property
     def debug_hook_config(self) -> Path:
@@ -49,6 +65,7 @@ class JobPaths:
             input_config_dir=Path(env.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),
             checkpoint_dir=Path(env.get("DOGBREED_CHECKPOINT_DIR", base / "checkpoints")),
             channels=_channels(env, base),
+            job_name=_job_name(env.get("TRAINING_JOB_NAME", "")),
         )
 
 
@@ -60,3 +77,9 @@ def _channels(env: os._Environ | dict[str, str], base: Path) -> dict[str, Path]:
         }
     data = base / "input" / "data"
     return {p.name: p for p in sorted(data.iterdir()) if p.is_dir()} if data.is_dir() else {}
+
+
+def _job_name(raw: str) -> str | None:
+    """SageMaker's job names are 1-63 of [a-zA-Z0-9-]; anything else is not used as a folder."""
+    name = raw.strip()
+    return name if re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9])*", name) and len(name) <= 63 else None

@@ -2,8 +2,10 @@
 
 The toolkit's ``train`` command imports this module and calls :func:`train`, which checks the
 hyperparameters before any work, then runs ``python -m dogbreed.train ARGS`` as a child process
-(``torchrun`` with one process per GPU and per host when there is more than one of either),
-forwarding SIGTERM so that a stopped or interrupted job checkpoints and exits promptly.
+(torchrun, through :mod:`dogbreed.ranks`, with one process per GPU and per host when there is
+more than one of either), forwarding SIGTERM so that a stopped or interrupted job checkpoints and
+exits promptly. A child killed by a signal (the out-of-memory killer's SIGKILL) can write no
+failure reason itself: this entry writes it, naming the signal and its likely cause.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 from sagemaker_training import environment, errors
 
+from dogbreed.failures import describe_signal
 from dogbreed.hyperparams import HyperparameterError, parse_hyperparameters
 from dogbreed.job_paths import JobPaths
 
@@ -59,7 +62,7 @@ def build_command(hosts: list[str], current_host: str, num_gpus: int, args: list
     program = ["-m", "dogbreed.train", *args]
     if nproc == 1 and len(hosts) <= 1:
         return [sys.executable, *program]
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    launcher = [sys.executable, "-m", "dogbreed.ranks", f"--nproc-per-node={nproc}"]
     if len(hosts) <= 1:
         return [*launcher, "--standalone", *program]
     master = sorted(hosts)[0]
@@ -112,5 +115,7 @@ def train() -> None:
     child_env.setdefault("SAGEMAKER_BASE_DIR", str(paths.base))
     log.info("running: %s", " ".join(command))
     code = run_child(command, child_env)
+    if code < 0:
+        paths.write_failure(describe_signal(-code, "the training process"))
     if code != 0:
         raise errors.ExecuteUserScriptError(cmd=command, return_code=code)

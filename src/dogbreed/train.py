@@ -22,27 +22,48 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed import DistError
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from dogbreed import metrics
 from dogbreed.artifact import ModelSpec, save_artifact
-from dogbreed.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from dogbreed.checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    retire_checkpoint,
+    save_checkpoint,
+)
 from dogbreed.data import (
     DataError,
     ImageDataset,
     Split,
     check_bad_fraction,
     check_classes,
-    collate_skipping_bad,
     find_split_dirs,
     scan_split,
 )
 from dogbreed.debugger import DebuggerHook, create_hook
-from dogbreed.distributed import World, init_world, shutdown
-from dogbreed.engine import EpochTotals, Precision, StopRequested, evaluate, train_one_epoch
+from dogbreed.distributed import PeerError, World, describe_peer_failure, init_world, shutdown
+from dogbreed.engine import (
+    EpochTotals,
+    Precision,
+    StepOutOfMemory,
+    StopRequested,
+    evaluate,
+    train_one_epoch,
+)
 from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
 from dogbreed.job_paths import JobPaths
+from dogbreed.loader import (
+    BatchLoader,
+    LoaderError,
+    TransitPlan,
+    default_workers,
+    diagnose,
+    plan_transit,
+    shm_free_bytes,
+    stop_loader_processes,
+)
 from dogbreed.model import (
     WeightsError,
     backbone_frozen_bn,
@@ -53,13 +74,7 @@ from dogbreed.model import (
 )
 from dogbreed.optim import build_optimizer, build_scheduler
 from dogbreed.plots import plot_training_curves
-from dogbreed.presets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    eval_resize_size,
-    eval_transform,
-    train_transform,
-)
+from dogbreed.presets import IMAGENET_MEAN, IMAGENET_STD, eval_crop, eval_resize_size, train_crop
 from dogbreed.sampling import EpochBatchSampler
 
 log = logging.getLogger("dogbreed.train")
@@ -133,39 +148,15 @@ def load_splits(hp: Hyperparameters, paths: JobPaths) -> tuple[dict[str, Split],
     return splits, classes
 
 
-def default_workers(world: World) -> int:
-    """Loader processes per rank: the cores this rank can spare, at least one."""
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def transit_plan(hp: Hyperparameters, world: World) -> TransitPlan:
+    """How this rank's batches reach it, fitted to the shared memory the container has."""
+    workers = default_workers(world.local_size) if hp.workers < 0 else hp.workers
+    per_rank = max(1, hp.batch_size // world.size)
+    plan, reason = plan_transit(
+        per_rank, hp.image_size, workers, world.local_size, shm_free_bytes()
     )
-    per_rank = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    return max(1, min(8, per_rank - 1)) if per_rank > 1 else 1
-
-
-def make_loader(
-    dataset: ImageDataset, batch_sampler: object, hp: Hyperparameters, world: World
-) -> DataLoader:
-    workers = default_workers(world) if hp.workers < 0 else hp.workers
-    return DataLoader(
-        dataset,
-        batch_sampler=batch_sampler,
-        num_workers=workers,
-        collate_fn=collate_skipping_bad,
-        pin_memory=world.device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
-    )
-
-
-def eval_loader(split: Split, hp: Hyperparameters, world: World) -> DataLoader:
-    """This rank's interleaved shard of a split, in order, with no padding."""
-    shard = split.samples[world.rank :: world.size]
-    dataset = ImageDataset(shard, eval_transform(hp.image_size), eval_resize_size(hp.image_size))
-    batches = [
-        list(range(i, min(i + hp.batch_size, len(shard))))
-        for i in range(0, len(shard), hp.batch_size)
-    ]
-    return make_loader(dataset, batches, hp, world)
+    log.info(plan.describe(reason))
+    return plan
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -212,25 +203,40 @@ class Trainer:
         self.hook = create_hook(paths.debug_hook_config) if world.is_main else DebuggerHook()
         self.hook.register(self.model, self.criterion)
         self.stop = StopFlag()
-        per_rank_batch = max(1, hp.batch_size // world.size)
+        self.plan = transit_plan(hp, world)
         train = self.splits["train"]
         self.train_set = ImageDataset(
-            train.samples, train_transform(hp.image_size), hp.image_size, seed=hp.seed
+            train.samples, train_crop(hp.image_size), hp.image_size, seed=hp.seed
         )
         self.sampler = EpochBatchSampler(
-            len(train.samples), per_rank_batch, hp.seed, world.rank, world.size
+            len(train.samples), self.plan.batch, hp.seed, world.rank, world.size
         )
+        self.checkpoint_dir = paths.job_checkpoint_dir
         self.state = (
             load_checkpoint(
-                paths.checkpoint_dir, self.model, self.optimizer, self.scheduler, hp.to_dict()
+                self.checkpoint_dir, self.model, self.optimizer, self.scheduler, hp.to_dict()
             )
             or TrainingState()
+        )
+
+    def _batches(self, dataset: ImageDataset, batches: object) -> BatchLoader:
+        pin = self.world.device.type == "cuda"
+        return BatchLoader(dataset, batches, self.plan, self.hp.stall_timeout, pin)
+
+    def _eval_batches(self, split: Split) -> BatchLoader:
+        """This rank's interleaved shard of a split, in order, with no padding."""
+        shard = split.samples[self.world.rank :: self.world.size]
+        size = self.hp.image_size
+        dataset = ImageDataset(shard, eval_crop(size), eval_resize_size(size))
+        step = self.plan.batch
+        return self._batches(
+            dataset, [list(range(i, min(i + step, len(shard)))) for i in range(0, len(shard), step)]
         )
 
     def _checkpoint(self) -> None:
         if self.world.is_main:
             save_checkpoint(
-                self.paths.checkpoint_dir,
+                self.checkpoint_dir,
                 self.state,
                 self.model,
                 self.optimizer,
@@ -256,7 +262,7 @@ class Trainer:
                 self.net,
                 self.criterion,
                 self.optimizer,
-                make_loader(self.train_set, self.sampler, self.hp, self.world),
+                self._batches(self.train_set, self.sampler),
                 self.precision,
                 self.world,
                 self.hook,
@@ -272,12 +278,12 @@ class Trainer:
             self._checkpoint()
             message = (
                 f"stopped by SIGTERM in epoch {epoch + 1} after {state.batches_done} batches;"
-                f" checkpoint written to {self.paths.checkpoint_dir}: run the job again with the"
+                f" checkpoint written to {self.checkpoint_dir}: run the job again with the"
                 " same checkpoint location to resume"
             )
             log.warning(message)
             if self.world.is_main:
-                self.paths.write_failure(message)
+                self.paths.write_failure(message, replace=False)
             raise
 
     def _end_epoch(self, epoch: int, train: EpochTotals) -> None:
@@ -286,7 +292,7 @@ class Trainer:
         valid = evaluate(
             self.net,
             self.criterion,
-            eval_loader(self.splits["valid"], hp, self.world),
+            self._eval_batches(self.splits["valid"]),
             self.precision,
             self.world,
             self.hook,
@@ -336,7 +342,7 @@ class Trainer:
         test = evaluate(
             self.net,
             self.criterion,
-            eval_loader(self.splits["test"], hp, self.world),
+            self._eval_batches(self.splits["test"]),
             self.precision,
             self.world,
             self.hook,
@@ -364,37 +370,72 @@ class Trainer:
         save_artifact(self.paths.model_dir, self.model, spec)
         write_history(state.history, self.paths.output_data_dir)
         log.info("model written to %s (best epoch %d)", self.paths.model_dir, state.best_epoch)
+        if self.paths.job_name:
+            retire_checkpoint(self.checkpoint_dir, {"job": self.paths.job_name, **spec.metrics})
+            log.info("checkpoint in %s replaced by a completion note", self.checkpoint_dir)
         return final
+
+
+def out_of_memory_advice(exc: StepOutOfMemory, hp: Hyperparameters, world: World) -> str:
+    where = "GPU" if exc.device.type == "cuda" else "host"
+    smaller = max(1, hp.batch_size // 2)
+    tries = [f"batch-size {smaller} or less (halve it until a step fits)"]
+    if exc.device.type == "cuda" and not hp.amp:
+        tries.append("amp=true")
+    if hp.trainable == "all":
+        tries.append("trainable=layer4 (fewer activations kept for the backward pass)")
+    tries += [f"a smaller image-size than {hp.image_size}", f"an instance with more {where} memory"]
+    return (
+        f"{exc} with batch-size {hp.batch_size} ({exc.images} images per step on this rank,"
+        f" {world.size} rank(s)) at image-size {hp.image_size}: the step does not fit the"
+        f" {where} memory. Try {'; or '.join(tries)}."
+    )
+
+
+def failure_message(exc: BaseException, hp: Hyperparameters | None, world: World) -> str | None:
+    """The cause and fix of a failure we recognise, or None for an unexpected one."""
+    if isinstance(exc, (HyperparameterError, DataError, WeightsError)):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, StepOutOfMemory) and hp is not None:
+        return f"OutOfMemory: {out_of_memory_advice(exc, hp, world)}"
+    if isinstance(exc, (LoaderError, PeerError)):
+        return f"{type(exc).__name__}: {exc}"
+    loader = diagnose(exc, hp.stall_timeout if hp else 0.0)  # raised by the SIGCHLD handler
+    if loader is not None:
+        return f"LoaderError: {loader}"
+    if world.distributed and isinstance(exc, DistError):
+        return f"PeerError: {describe_peer_failure(exc, world)}"
+    return None
 
 
 def run(argv: Sequence[str]) -> int:
     """Run the job; returns the process exit code."""
     paths = JobPaths.from_env()
-    world = init_world()
+    world, hp = World(), None
     try:
         hp = parse_hyperparameters(argv)
         log.info("hyperparameters: %s", json.dumps(hp.to_dict(), sort_keys=True))
+        world = init_world(hp.stall_timeout)
         trainer = Trainer(hp, paths, world)
         started = time.perf_counter()
         trainer.fit()
         trainer.finish()
         trainer.hook.close()
         log.info("training finished in %.1f s", time.perf_counter() - started)
+        shutdown(world)
         return 0
     except StopRequested:
         return EXIT_STOPPED
-    except (HyperparameterError, DataError, WeightsError) as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        log.error(message)
-        if world.is_main:
-            paths.write_failure(message)
-        return 2
     except Exception as exc:
-        if world.is_main:
-            paths.write_failure(f"unexpected {type(exc).__name__}: {exc}")
-        raise
+        message = failure_message(exc, hp, world)
+        prefix = f"rank {world.rank}: " if world.distributed else ""
+        paths.write_failure(prefix + (message or f"unexpected {type(exc).__name__}: {exc}"), False)
+        if message is None:
+            raise
+        log.error(message)
+        return 2
     finally:
-        shutdown(world)
+        stop_loader_processes()
 
 
 def configure_logging() -> None:

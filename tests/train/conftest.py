@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dogbreed.sample_data import write_sample
@@ -134,3 +138,94 @@ def make_job(tmp_path: Path, sample_dir: Path) -> Callable[..., Job]:
         return Job(base)
 
     return make
+
+
+class RunningJob:
+    """A job started with :meth:`Job.popen`, its log read on a thread so that no wait can hang."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+        with self._new:
+            self._new.notify_all()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        """Until a log line contains ``text``; fails naming the wait when it does not come."""
+        deadline = time.monotonic() + timeout
+        with self._new:
+            while not any(text in line for line in self.lines):
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive() and self.process.poll() is not None:
+                    raise AssertionError(
+                        f"no log line with {text!r} in {timeout} s:\n{self.log[-3000:]}"
+                    )
+                self._new.wait(min(left, 1.0))
+
+    def wait_exit(self, timeout: float) -> float:
+        """Seconds until the job exited; fails (and kills it) past ``timeout``."""
+        started = time.monotonic()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_tree()
+            raise AssertionError(
+                f"the job did not end within {timeout} s:\n{self.log[-3000:]}"
+            ) from None
+        self._reader.join(10)
+        return time.monotonic() - started
+
+    def processes(self) -> list[psutil.Process]:
+        """The job's descendants (the toolkit's child, torchrun, ranks, loader processes)."""
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def training_processes(self) -> list[psutil.Process]:
+        """Processes running ``-m dogbreed.train`` (ranks included, their forked loaders not)."""
+        found = []
+        for proc in self.processes():
+            try:
+                command = proc.cmdline()
+                if "dogbreed.train" not in command or "dogbreed.ranks" in command:
+                    continue
+                if proc.parent().cmdline() != command:  # a loader is a fork: the same command
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+    def kill_tree(self) -> None:
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+@pytest.fixture
+def start_job() -> Callable[..., RunningJob]:
+    """``start_job(job, **env)``: run it in the background; everything it left is killed after."""
+    started: list[RunningJob] = []
+
+    def start(job: Job, **extra: str) -> RunningJob:
+        running = RunningJob(job.popen(**extra))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.kill_tree()

@@ -71,7 +71,7 @@ def test_progress_lines_show_throughput_and_eta(make_job) -> None:
     result = job.run()
     assert result.returncode == 0, result.stdout[-4000:]
     progress = re.findall(
-        r"epoch 1/1 step (\d+)/5 loss [\d.]+ acc [\d.]+ \| ([\d.]+) img/s \| epoch ETA (\d+:\d\d:\d\d)",
+        r"epoch 1/1 step (\d+)/5 batch \d+ loss [\d.]+ acc [\d.]+ \| ([\d.]+) img/s \| epoch ETA (\d+:\d\d:\d\d)",
         result.stdout,
     )
     assert [int(step) for step, _, _ in progress] == [1, 2, 3, 4, 5]
