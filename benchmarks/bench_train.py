@@ -6,8 +6,8 @@ Both measurements run the trainer's own step (:func:`dogbreed.engine.train_one_e
 same model, batch size and image size:
 
 - compute-only: batches of random tensors already in memory (the limit);
-- full pipeline: JPEG files on disk -> decode -> RandomResizedCrop/flip -> normalise -> step,
-  through the trainer's DataLoader settings (worker count, sampler, collate).
+- full pipeline: JPEG files on disk -> decode -> RandomResizedCrop/flip -> uint8 transit ->
+  normalise -> step, through the trainer's loader plan (workers, pieces, sampler, collate).
 
 It prints images/s for each and their ratio against the goal (>= 0.9).
 """
@@ -30,10 +30,11 @@ from dogbreed.debugger import DebuggerHook
 from dogbreed.distributed import World
 from dogbreed.engine import EpochTotals, Precision, train_one_epoch
 from dogbreed.hyperparams import Hyperparameters
+from dogbreed.loader import BatchLoader
 from dogbreed.model import build_model
-from dogbreed.presets import train_transform
+from dogbreed.presets import train_crop
 from dogbreed.sampling import EpochBatchSampler
-from dogbreed.train import make_loader
+from dogbreed.train import transit_plan
 
 GOAL = 0.9
 
@@ -125,17 +126,18 @@ def main() -> None:
         count = hp.batch_size * (args.steps + 1)
         paths = photo_like_jpegs(Path(tmp), count)
         samples = [(p, i % 133) for i, p in enumerate(paths)]
-        dataset = ImageDataset(samples, train_transform(hp.image_size), hp.image_size, seed=0)
+        dataset = ImageDataset(samples, train_crop(hp.image_size), hp.image_size, seed=0)
         sampler = EpochBatchSampler(len(dataset), hp.batch_size, seed=0)
-        workers = make_loader(dataset, sampler, hp, World()).num_workers
-        print(f"data loader workers: {workers}, {count} JPEGs ~500x375, {args.rounds} rounds")
+        plan = transit_plan(hp, World())
+        print(f"data loader workers: {plan.workers}, {count} JPEGs ~500x375, {args.rounds} rounds")
         # Alternate the two measurements so that load from elsewhere hits both alike; each full
         # round starts a fresh loader (worker start-up included, as in every training epoch).
         rounds = []
         for n in range(args.rounds):
             compute = timer.images_per_second(in_memory, args.steps)
             sampler.set_epoch(n)
-            full = timer.images_per_second(make_loader(dataset, sampler, hp, World()), args.steps)
+            loader = BatchLoader(dataset, sampler, plan, hp.stall_timeout)
+            full = timer.images_per_second(loader, args.steps)
             rounds.append((compute, full))
             print(
                 f"  round {n + 1}: compute {compute:6.1f} img/s, full {full:6.1f} img/s, ratio {full / compute:.3f}"

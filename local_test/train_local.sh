@@ -93,7 +93,7 @@ mkdir -p "$test_dir/model" "$test_dir/output"
 say "training with $image on $test_dir (hyperparameters: $(tr -d '\n ' <"$workdir/hyperparameters.json"))"
 say "docker run --rm --network none --hostname algo-1 ${gpu_args[*]} -v $test_dir:/opt/ml $image train"
 status=0
-docker run --rm --network none --hostname algo-1 --shm-size 1g "${gpu_args[@]}" "${as_user[@]}" \
+docker run --rm --network none --hostname algo-1 "${gpu_args[@]}" "${as_user[@]}" \
   -v "$test_dir:/opt/ml" -v "$workdir/hyperparameters.json:/opt/ml/input/config/hyperparameters.json:ro" \
   "$image" train || status=$?
 if [[ $status != 0 ]]; then

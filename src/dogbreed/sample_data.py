@@ -42,6 +42,31 @@ def _draw(breed_index: int, rng: random.Random) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
 
 
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_digits(
+    root: Path, per_split: dict[str, int], size: int = 32, suffix: str = ".png"
+) -> None:
+    """Real images for tests: scikit-learn's 1,797 bundled 8x8 scans of handwritten digits,
+    upscaled to ``size`` px, in dogImages-style folders (``001.zero/``), splits disjoint."""
+    import numpy as np  # noqa: PLC0415 (test-only dependencies, kept off the job's imports)
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    start = 0
+    for split, count in per_split.items():
+        for n in order[start : start + count]:
+            label = int(digits.target[n])
+            folder = root / split / f"{label + 1:03d}.{DIGIT_NAMES[label]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = (digits.images[n] * (255 / 16)).astype(np.uint8)
+            image = Image.fromarray(pixels).resize((size, size), Image.BILINEAR)
+            image.save(folder / f"{n}{suffix}")
+        start += count
+
+
 def write_sample(
     out_dir: Path,
     breeds: tuple[str, ...] = BREEDS,

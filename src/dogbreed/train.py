@@ -347,12 +347,20 @@ class Trainer:
             self.world,
             self.hook,
         )
-        final = {"epoch": state.best_epoch, "test_loss": test.loss, "test_accuracy": test.accuracy}
+        best = state.history[state.best_epoch - 1]
+        # The kept model's validation figures again, last: tuning ranks a job by the latest
+        # objective value it printed, which must be the model the artifact holds.
+        final = {
+            "epoch": state.best_epoch,
+            "valid_loss": best["valid_loss"],
+            "valid_accuracy": best["valid_accuracy"],
+            "test_loss": test.loss,
+            "test_accuracy": test.accuracy,
+        }
         log.info("rank %d final weights sha256=%s", self.world.rank, weights_digest(self.model))
         if not self.world.is_main:
             return final
         print(metrics.format_metric_line(final), flush=True)
-        best = state.history[state.best_epoch - 1]
         spec = ModelSpec(
             class_names=self.classes,
             image_size=hp.image_size,

@@ -127,9 +127,10 @@ class TrainingRun:
 
 
 def run_training(image: str, opt_ml: Path, timeout: float = 900) -> TrainingRun:
-    """``docker run <image> train`` on ``opt_ml``: no network, host name algo-1, as SageMaker."""
+    """``docker run <image> train`` on ``opt_ml``: no network, host name algo-1, as SageMaker,
+    and Docker's defaults otherwise (64 MB of /dev/shm: what a user's plain ``docker run`` gets)."""
     cmd = ["docker", "run", "--rm", "--network", "none", "--hostname", "algo-1"]
-    cmd += ["--shm-size", "1g", "-v", f"{opt_ml}:/opt/ml", image, "train"]
+    cmd += ["-v", f"{opt_ml}:/opt/ml", image, "train"]
     start = time.monotonic()
     result = run(cmd, timeout=timeout)
     seconds = time.monotonic() - start

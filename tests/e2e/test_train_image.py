@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import pytest
 from e2e_support import make_opt_ml, run, run_training
 
 from dogbreed.artifact import load_artifact
 from dogbreed.data import class_label
 from dogbreed.metrics import parse_metric_line
+from dogbreed.sample_data import write_digits
 
 
 def test_train_writes_the_model_and_reports_success(trained_job, sample_data: Path) -> None:
@@ -103,3 +106,55 @@ def test_one_training_channel_and_a_pretrained_channel(
     assert job.returncode == 0, job.log[-4000:]
     assert (opt_ml / "model" / "model.pt").is_file()
     shutil.rmtree(opt_ml, ignore_errors=True)
+
+
+def _digit_photos(scratch_dir: Path, train: int) -> Path:
+    root = scratch_dir / "digits"
+    write_digits(root, {"train": train, "valid": 100, "test": 100}, size=96, suffix=".jpg")
+    return root
+
+
+LOADING = re.compile(
+    r"data loading: (\d+) loader process\(es\) x (\d) prefetched, batches of (\d+) cross as uint8"
+    r" in (\d+) piece\(s\) of <= (\d+); shared memory needed ([\d.]+) MB of ([\d.]+) MB free"
+)
+
+
+@pytest.mark.parametrize(
+    ("batch", "extra"),
+    [
+        (64, {"epochs": "1"}),
+        # A full 512-image backward pass at 224 px does not fit this machine's 24 GiB: train the
+        # head only. The loader bytes, the transit plan and the step's batch are the real ones.
+        (512, {"epochs": "1", "trainable": "head"}),
+    ],
+)
+def test_dockers_default_shm_trains_at_224_px(
+    train_image: str, scratch_dir: Path, figures: dict[str, str], batch: int, extra: dict
+) -> None:
+    data = _digit_photos(
+        scratch_dir, train=512
+    )  # one batch of 512: a smaller split would shrink it
+    hyperparameters = {
+        "batch-size": str(batch),
+        "image-size": "224",
+        "pretrained": "false",
+        **extra,
+    }
+    opt_ml = make_opt_ml(scratch_dir / "opt_ml", {"training": data}, hyperparameters)
+
+    job = run_training(train_image, opt_ml, timeout=900)  # no --shm-size: Docker's 64 MB
+
+    assert job.returncode == 0, job.log[-4000:]
+    assert (opt_ml / "model" / "model.pt").is_file() and (opt_ml / "output" / "success").is_file()
+    plan = LOADING.search(job.log)
+    assert plan, job.log[-4000:]
+    workers, _, planned, pieces, _, needed, free = plan.groups()
+    assert int(planned) == batch and int(workers) >= 1
+    assert 60 < float(free) <= 67.2, f"not Docker's default /dev/shm: {free} MB"
+    assert float(needed) <= float(free) / 2
+    steps = re.findall(r"step \d+/\d+ batch (\d+) ", job.log)
+    assert steps and int(steps[0]) == batch, steps  # the step trained on the whole batch
+    figures[f"train image, 64 MB shm, batch {batch} at 224 px"] = (
+        f"{pieces} piece(s) per batch, {needed} MB of {free} MB shm, {job.seconds:.0f} s"
+    )

@@ -4,30 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
-
-import numpy as np
-from PIL import Image
-from sklearn.datasets import load_digits
 
 from dogbreed.artifact import load_artifact
-
-NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def write_digits(root: Path, per_split: dict[str, int]) -> None:
-    """1,797 real 8x8 scans, upscaled to 32 px PNGs in dogImages-style folders."""
-    digits = load_digits()
-    order = np.random.default_rng(0).permutation(len(digits.images))
-    start = 0
-    for split, count in per_split.items():
-        for n in order[start : start + count]:
-            label = int(digits.target[n])
-            folder = root / split / f"{label + 1:03d}.{NAMES[label]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = (digits.images[n] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(pixels).resize((32, 32), Image.BILINEAR).save(folder / f"{n}.png")
-        start += count
+from dogbreed.sample_data import write_digits
 
 
 def test_training_from_scratch_is_far_above_chance(make_job) -> None:

@@ -61,9 +61,13 @@ def test_metric_lines_parse_with_the_sagemaker_regexes(make_job) -> None:
         assert set(parsed) == wanted, line
         assert 0 <= parsed["valid:accuracy"] <= 1 and parsed["train:images_per_sec"] > 0
     final = parse_metric_line(lines[2])
-    assert set(final) == {"epoch", "test:loss", "test:accuracy"}
+    assert set(final) == {"epoch", "valid:loss", "valid:accuracy", "test:loss", "test:accuracy"}
     _, spec = load_artifact(job.model_dir)
     assert final["test:accuracy"] == round(spec.metrics["test_accuracy"], 6)
+    # Tuning ranks by the last valid:accuracy printed: the kept (best) epoch's, not the last's.
+    last_valid = [parse_metric_line(line)["valid:accuracy"] for line in lines][-1]
+    assert last_valid == round(spec.metrics["valid_accuracy"], 6) == final["valid:accuracy"]
+    assert final["epoch"] == spec.metrics["best_epoch"]
 
 
 def test_progress_lines_show_throughput_and_eta(make_job) -> None:
