@@ -202,3 +202,36 @@ def test_stopped_batcher_refuses_work() -> None:
     batcher.stop()
     with pytest.raises(BatcherStopped):
         batcher.submit([torch.zeros(1)])
+
+
+def test_service_time_is_the_busy_time_per_input() -> None:
+    forward = SlowDouble(delay_s=0.04)
+    batcher = Batcher(forward, max_batch_size=4, prepare=lambda value: (time.sleep(0.01), value)[1])
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: batcher.run([torch.zeros(1)] * 4), range(4)))
+    batcher.stop()
+    assert forward.sizes == [4] * 4
+    # per batch of 4: 4 x 10 ms preparing + 40 ms forward = 20 ms per input
+    assert 0.019 < batcher.service_time.seconds_per_input < 0.03
+
+
+def test_the_rest_of_a_request_under_way_goes_ahead_of_the_queue() -> None:
+    entered, release = threading.Event(), threading.Event()
+    order: list[float] = []
+
+    def forward(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        entered.set()
+        release.wait(5)
+        order.extend(t.item() for t in batch)
+        return batch
+
+    batcher = Batcher(forward, max_batch_size=1)
+    running = batcher.submit([torch.tensor(0.0)])
+    assert entered.wait(5)  # the inference thread is busy with it
+    queued = batcher.submit([torch.tensor(1.0), torch.tensor(2.0)])
+    ahead = batcher.submit([torch.tensor(3.0), torch.tensor(4.0)], ahead=True)
+    release.set()
+    for future in running + queued + ahead:
+        future.result(timeout=5)
+    batcher.stop()
+    assert order == [0.0, 3.0, 4.0, 1.0, 2.0]

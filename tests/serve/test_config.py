@@ -28,7 +28,16 @@ def test_defaults_follow_sagemaker() -> None:
 def test_cpu_default_is_one_worker_using_every_core() -> None:
     s = settings({}, cpus=8)
     assert (s.device, s.workers, s.torch_threads, s.decode_threads) == ("cpu", 1, 8, 8)
-    assert (s.max_batch_size, s.threads) == (None, 16)  # the batch follows the model's image size
+    assert s.max_batch_size is None  # the batch follows the model's image size
+
+
+def test_every_connection_of_a_spike_gets_a_thread_and_some_stay_free() -> None:
+    s = settings({})
+    assert s.max_waiting_requests >= 512  # a 512-client spike queues; the other threads stay free
+    assert s.worker_connections == 2 * s.threads  # as many again kept alive while idle
+    assert s.max_waiting_requests == s.threads - s.threads // 16
+    assert s.max_queue_wait_s == s.timeout_s / 2
+    assert settings({"DOGBREED_THREADS_PER_WORKER": "1"}).max_waiting_requests == 1
 
 
 @pytest.mark.parametrize(
@@ -95,7 +104,8 @@ def test_environment_overrides() -> None:
     assert s.port == 9000
     assert s.max_payload_bytes == 20 * 1024 * 1024
     assert (s.max_batch_size, s.max_batch_wait_s, s.max_image_pixels) == (8, 0.0025, 1000)
-    assert s.max_concurrent_requests == 2 * 4
+    assert (s.threads, s.max_waiting_requests) == (4, 3)
+    assert s.max_concurrent_transforms == 2 * 8  # batches of 8 keep two workers full
     assert s.decode_threads == 3
 
 
@@ -110,6 +120,8 @@ def test_environment_overrides() -> None:
         ({"DOGBREED_MAX_BATCH_WAIT_MS": "-1"}, "finite number >= 0"),
         ({"DOGBREED_DEVICE": "tpu"}, "'cpu' or 'cuda'"),
         ({"DOGBREED_DEVICE": "cuda"}, "no CUDA device"),
+        ({"DOGBREED_MAX_QUEUE_WAIT_S": "60"}, "below the 60s request timeout"),
+        ({"DOGBREED_MAX_QUEUE_WAIT_S": "0"}, "above 0"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -25,6 +25,7 @@ from flask import Flask, Response, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from dogbreed.serve.admission import Overloaded
 from dogbreed.serve.batcher import BatcherStopped
 from dogbreed.serve.config import ServerSettings
 from dogbreed.serve.predictor import InputError, Prediction, Predictor
@@ -137,6 +138,8 @@ class ModelState:
             preprocess_on_requests=settings.preprocess_on_requests,
             decode_slots=settings.decode_threads,
             timeout_s=settings.timeout_s,
+            max_queue_wait_s=settings.max_queue_wait_s,
+            max_waiting_requests=settings.max_waiting_requests,
         )
         predictor.warm_up(settings.warmup_rounds)
         self.loaded_in_s = time.perf_counter() - start
@@ -238,7 +241,7 @@ def create_app(
     def execution_parameters() -> Response:
         return json_response(
             {
-                "MaxConcurrentTransforms": settings.max_concurrent_requests,
+                "MaxConcurrentTransforms": settings.max_concurrent_transforms,
                 "BatchStrategy": "SINGLE_RECORD",
                 "MaxPayloadInMB": settings.max_payload_mb,
             }
@@ -309,9 +312,14 @@ def create_app(
             message = exc.description or exc.name
         return error_response(status, message)
 
+    @app.errorhandler(Overloaded)
+    def overloaded(exc: Overloaded) -> Response:
+        return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
     @app.errorhandler(FutureTimeout)
     def inference_timeout(exc: FutureTimeout) -> Response:
-        return error_response(503, f"inference did not finish within {settings.timeout_s}s")
+        message = f"inference did not finish within {settings.timeout_s}s"
+        return error_response(503, message, {"Retry-After": "1"})
 
     @app.errorhandler(BatcherStopped)
     def batcher_stopped(exc: BatcherStopped) -> Response:

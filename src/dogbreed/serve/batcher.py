@@ -12,6 +12,9 @@ is one, so a lone request still runs at once.
 The thread ``prepare``s each input (decoding, say) the moment it takes it, while the batch is
 still gathering: the time spent waiting for the next requests to arrive is spent on the ones that
 already have. An input whose ``prepare`` raises fails its own request at once, never the batch.
+
+The thread's busy time per input (preparing and the forward pass, not waiting) is measured in
+``service_time``: admission control estimates queue waits from it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+
+from dogbreed.serve.admission import ServiceTime
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,8 @@ class Batcher:
         self._stopped = False
         self.batches_run = 0
         self.items_run = 0
+        self.service_time = ServiceTime()
+        self._prepare_s = 0.0  # time spent preparing the forming batch (inference thread only)
         self._thread = threading.Thread(target=self._loop, name="dogbreed-batcher", daemon=True)
         self._thread.start()
 
@@ -102,22 +109,31 @@ class Batcher:
         if self._in_flight >= self._peak or now - self._peak_at > PEAK_WINDOW_S:
             self._peak, self._peak_at = self._in_flight, now
 
-    def submit(self, inputs: Sequence[Any]) -> list[Future[Any]]:
-        """Queue each input; each future yields its result."""
+    def submit(self, inputs: Sequence[Any], ahead: bool = False) -> list[Future[Any]]:
+        """Queue each input (``ahead``: before everything queued); each future yields its result.
+
+        ``ahead`` is for the next part of a request already under way, which should not queue
+        again behind requests that arrived after it.
+        """
         items = [_Item(value) for value in inputs]
         with self._ready:
             if self._stopped:
                 raise BatcherStopped("the inference thread has stopped")
-            self._queue.extend(items)
+            if ahead:
+                self._queue.extendleft(reversed(items))
+            else:
+                self._queue.extend(items)
             if getattr(self._thread_state, "announced", False):
                 self._thread_state.announced = False
                 self._announced -= 1
             self._ready.notify()
         return [item.future for item in items]
 
-    def run(self, inputs: Sequence[Any], timeout_s: float | None = None) -> list[Any]:
+    def run(
+        self, inputs: Sequence[Any], timeout_s: float | None = None, ahead: bool = False
+    ) -> list[Any]:
         """Submit ``inputs`` and wait for their results, in order; raise the first failure."""
-        futures = self.submit(inputs)
+        futures = self.submit(inputs, ahead)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         rows = []
         try:
@@ -176,18 +192,23 @@ class Batcher:
         """``[(item, prepared input)]``, or ``[]`` with the item failed if ``prepare`` raised."""
         if self._prepare is None:
             return [(item, item.value)]
+        start = time.perf_counter()
         try:
             return [(item, self._prepare(item.value))]
         except Exception as exc:  # a bad input fails its own request only
             item.future.set_exception(exc)
             return []
+        finally:
+            self._prepare_s += time.perf_counter() - start
 
     def _loop(self) -> None:
         if self._on_start is not None:
             self._on_start()
         while (batch := self._gather()) is not None:
+            prepare_s, self._prepare_s = self._prepare_s, 0.0
             if not batch:
                 continue
+            start = time.perf_counter()
             try:
                 results = self._run_batch([value for _, value in batch])
                 if len(results) != len(batch):
@@ -197,6 +218,7 @@ class Batcher:
                 for item, _ in batch:
                     item.future.set_exception(exc)
                 continue
+            self.service_time.observe(len(batch), prepare_s + time.perf_counter() - start)
             self.batches_run += 1
             self.items_run += len(batch)
             for (item, _), result in zip(batch, results, strict=True):

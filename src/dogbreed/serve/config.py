@@ -27,6 +27,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_TIMEOUT_S = 60
 #: SageMaker sends SIGKILL 30 s after SIGTERM; drain within that.
 DEFAULT_GRACEFUL_TIMEOUT_S = 25
+#: Request threads per worker: every connection of a 512-client spike gets one at once, and
+#: admission control keeps 1/16 of them free (see ServerSettings.max_waiting_requests).
+DEFAULT_THREADS = 1024
 
 
 class ConfigError(ValueError):
@@ -122,6 +125,7 @@ class ServerSettings:
     preprocess_on_requests: bool  # decode on request threads (GPU) or the inference thread (CPU)
     decode_threads: int  # request threads that may decode/preprocess at once, per worker
     timeout_s: int
+    max_queue_wait_s: float  # admission: shed a request whose estimated queue wait exceeds this
     graceful_timeout_s: int
     keepalive_s: int
     max_payload_bytes: int
@@ -137,8 +141,19 @@ class ServerSettings:
         return self.max_payload_bytes // MIB
 
     @property
-    def max_concurrent_requests(self) -> int:
-        return self.workers * self.threads
+    def worker_connections(self) -> int:
+        """Open connections per worker: one per thread, as many again kept alive while idle."""
+        return 2 * self.threads
+
+    @property
+    def max_waiting_requests(self) -> int:
+        """Requests a worker lets wait for inference: all its threads but 1/16, kept for /ping."""
+        return max(1, self.threads - max(1, self.threads // 16))
+
+    @property
+    def max_concurrent_transforms(self) -> int:
+        """Concurrent requests that keep every worker's batches full (batch transform's hint)."""
+        return self.workers * max(8, self.max_batch_size or 16)
 
     @classmethod
     def from_env(
@@ -188,6 +203,13 @@ class ServerSettings:
         port = _int(env, ("SAGEMAKER_BIND_TO_PORT",), 8080)
         if port > 65535:
             raise ConfigError(f"SAGEMAKER_BIND_TO_PORT must be a TCP port, got {port}")
+        timeout_s = _int(env, timeout_names, DEFAULT_TIMEOUT_S)
+        max_queue_wait_s = _float(env, "DOGBREED_MAX_QUEUE_WAIT_S", timeout_s / 2)
+        if not 0 < max_queue_wait_s < timeout_s:
+            raise ConfigError(
+                f"DOGBREED_MAX_QUEUE_WAIT_S must be above 0 and below the {timeout_s}s request "
+                f"timeout, got {max_queue_wait_s:g}"
+            )
         return cls(
             model_dir=Path(env.get("SM_MODEL_DIR") or "/opt/ml/model"),
             host=env.get("DOGBREED_BIND_HOST", "").strip() or "0.0.0.0",
@@ -195,11 +217,12 @@ class ServerSettings:
             device=device,
             gpus=gpus,
             workers=workers,
-            threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), max(8, max_batch_size or 16)),
+            threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), DEFAULT_THREADS),
             torch_threads=torch_threads,
             preprocess_on_requests=_preprocess_on_requests(env, device),
             decode_threads=_int(env, ("DOGBREED_DECODE_THREADS",), torch_threads),
-            timeout_s=_int(env, timeout_names, DEFAULT_TIMEOUT_S),
+            timeout_s=timeout_s,
+            max_queue_wait_s=max_queue_wait_s,
             graceful_timeout_s=_int(
                 env, ("DOGBREED_GRACEFUL_TIMEOUT",), DEFAULT_GRACEFUL_TIMEOUT_S
             ),

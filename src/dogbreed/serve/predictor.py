@@ -2,13 +2,16 @@
 
 The forward pass runs on the :class:`~dogbreed.serve.batcher.Batcher` thread, which gathers the
 inputs of concurrent requests into one batch; see :class:`Predictor` for where decoding runs.
+Each request passes :class:`~dogbreed.serve.admission.Admission` first, or is shed at once.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from torchvision.transforms import v2 as T
 from dogbreed.artifact import ModelSpec, load_artifact
 from dogbreed.model import stem_activation_bytes
 from dogbreed.presets import decode_rgb, eval_transform
+from dogbreed.serve.admission import Admission
 from dogbreed.serve.batcher import Batcher
 
 log = logging.getLogger(__name__)
@@ -144,6 +148,7 @@ class Predictor:
       at a time and one torch thread each, overlapping with the forward pass on the device.
 
     ``max_batch_size=None`` takes :func:`cpu_batch_size` for the model's image size.
+    ``max_queue_wait_s`` and ``max_waiting_requests`` are the admission limits (no limit: None).
     """
 
     def __init__(
@@ -159,6 +164,8 @@ class Predictor:
         preprocess_on_requests: bool = False,
         decode_slots: int = 1,
         timeout_s: float | None = None,
+        max_queue_wait_s: float | None = None,
+        max_waiting_requests: int | None = None,
     ) -> None:
         self.spec = spec
         self.device = device
@@ -177,6 +184,11 @@ class Predictor:
             max_batch_wait_s,
             prepare=self._prepare_input,
             on_start=self._start_inference_thread,
+        )
+        self.admission = Admission(
+            math.inf if max_queue_wait_s is None else max_queue_wait_s,
+            max_waiting_requests or math.inf,
+            lambda: self.batcher.service_time.seconds_per_input,
         )
 
     @classmethod
@@ -228,17 +240,25 @@ class Predictor:
         return list(self.forward(torch.stack(tensors)))
 
     def probabilities(self, images: list[bytes], names: list[str] | None = None) -> torch.Tensor:
-        """Class probabilities per image, submitted one batch at a time to bound memory."""
+        """Class probabilities per image, once admitted (else :class:`Overloaded` at once).
+
+        Encoded images are queued all at once (the inference thread decodes each as it takes
+        it); images preprocessed here go one batch at a time to bound memory, each part after
+        the first ahead of the queue. ``timeout_s`` bounds the whole request.
+        """
         names = names or ["image"] * len(images)
-        step = self.batcher.max_batch_size
-        rows: list[torch.Tensor] = []
-        for start in range(0, len(images), step):
-            chunk = zip(images[start : start + step], names[start : start + step], strict=True)
-            if self.preprocess_on_requests:
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        with self.admission.admit(len(images)):
+            if not self.preprocess_on_requests:
+                encoded = [EncodedImage(d, n) for d, n in zip(images, names, strict=True)]
+                return torch.stack(self.batcher.run(encoded, self.timeout_s))
+            step = self.batcher.max_batch_size
+            rows: list[torch.Tensor] = []
+            for start in range(0, len(images), step):
+                chunk = zip(images[start : start + step], names[start : start + step], strict=True)
                 inputs = [self._preprocess_on_request_thread(data, name) for data, name in chunk]
-            else:
-                inputs = [EncodedImage(data, name) for data, name in chunk]
-            rows += self.batcher.run(inputs, self.timeout_s)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                rows += self.batcher.run(inputs, remaining, ahead=start > 0)
         return torch.stack(rows)
 
     def predict(
@@ -266,6 +286,7 @@ class Predictor:
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG")
         self.predict([buffer.getvalue()], top_k=1)
+        self.batcher.service_time.restart()  # measured from warm batches, not the cold first one
         blank = torch.zeros(3, size, size)
         for _ in range(rounds):
             self.batcher.run([blank] * self.batcher.max_batch_size)

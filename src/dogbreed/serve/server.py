@@ -1,5 +1,10 @@
 """``dogbreed-serve``: gunicorn (gthread workers) running the Flask app, as SageMaker expects.
 
+Each worker has a thread per connection it accepts (``DOGBREED_THREADS_PER_WORKER``, 1024 by
+default, all started before it serves: :mod:`dogbreed.serve.worker`), so ``/ping`` never queues
+behind invocations for a thread; admission control (:mod:`dogbreed.serve.admission`) keeps some
+of them free under any load.
+
 The master process stays light: it reads the settings, checks that the model directory holds a
 readable ``model.json`` and forks the workers; each worker loads the weights itself (torch thread
 pools and CUDA contexts do not survive a fork). SIGTERM stops accepting connections and lets
@@ -12,6 +17,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,9 +43,10 @@ class ModelServer(BaseApplication):
         s = self.settings
         options: dict[str, Any] = {
             "bind": [f"{s.host}:{s.port}"],
-            "worker_class": "gthread",
+            "worker_class": "dogbreed.serve.worker.PrestartedThreadWorker",
             "workers": s.workers,
             "threads": s.threads,
+            "worker_connections": s.worker_connections,
             "timeout": s.timeout_s,
             "graceful_timeout": s.graceful_timeout_s,
             "keepalive": s.keepalive_s,
@@ -114,7 +121,7 @@ def check_model_dir(settings: ServerSettings) -> ServerSettings:
         raise ArtifactError(f"no {WEIGHTS_FILE} in {model_dir}")
     log.info(
         "model %s: %d classes, image size %d; %d %s worker(s) x %d threads, %d torch threads "
-        "each; memory allocator: %s",
+        "each; queue limits per worker: %d requests, %gs wait; memory allocator: %s",
         model_dir,
         spec.num_classes,
         spec.image_size,
@@ -122,9 +129,32 @@ def check_model_dir(settings: ServerSettings) -> ServerSettings:
         settings.device,
         settings.threads,
         settings.torch_threads,
+        settings.max_waiting_requests,
+        settings.max_queue_wait_s,
         allocator_in_use(),
     )
     return dataclasses.replace(settings, model_dir=model_dir)
+
+
+#: File descriptors a worker needs besides its connections (listener, logs, pipes, libraries).
+FDS_BESIDES_CONNECTIONS = 256
+
+
+def raise_open_file_limit(settings: ServerSettings) -> None:
+    """Let each worker hold its ``worker_connections`` sockets: raise the soft RLIMIT_NOFILE.
+
+    A worker that hits the limit in ``accept`` dies with all its connections, so a hard limit
+    too low for the settings stops the server at once instead.
+    """
+    needed = settings.worker_connections + FDS_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise ConfigError(
+                f"{settings.threads} threads per worker need {needed} open files, but the hard "
+                f"limit is {hard}: lower DOGBREED_THREADS_PER_WORKER or raise `ulimit -n`"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = check_model_dir(settings_from_args(args))
+        raise_open_file_limit(settings)
     except (ConfigError, ArtifactError) as exc:
         print(f"dogbreed-serve: {exc}", file=sys.stderr)
         return 2
