@@ -6,16 +6,15 @@ only tensors and plain data (loaded back with ``weights_only=True``): model, opt
 scheduler state, the position (epoch, batches done in it), the best weights so far, the metric
 history and the RNG states.
 
-When a job that SageMaker named completes, :func:`retire_checkpoint` replaces its checkpoint with
-a note of a few hundred bytes: a tuning job's trials share one checkpoint location, SageMaker
-copies all of it into every trial it starts, and it uploads a changed file but is not documented
-to delete one, so a deleted file could stay behind in S3 while a replaced one cannot.
+When a job that SageMaker named completes, :func:`remove_checkpoints` deletes its checkpoint
+folder: a tuning job's trials share one checkpoint location and SageMaker copies all of it into
+every trial it starts; its checkpoint sync deletes in S3 what the job deletes locally.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,10 +66,9 @@ def save_checkpoint(
     return path
 
 
-def retire_checkpoint(directory: Path, note: dict[str, Any]) -> None:
-    """Replace a completed job's checkpoint with a small JSON note (see the module docstring)."""
-    text = json.dumps({"completed": True, **note}, sort_keys=True)
-    write_atomically(directory / CHECKPOINT_FILE, lambda tmp: tmp.write_text(text + "\n"))
+def remove_checkpoints(directory: Path) -> None:
+    """Delete a completed job's checkpoint folder (see the module docstring)."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def load_checkpoint(
@@ -88,10 +86,6 @@ def load_checkpoint(
     path = directory / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    with open(path, "rb") as handle:
-        if handle.read(1) == b"{":
-            log.warning("%s is the note of a completed job: starting from scratch", path)
-            return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -30,7 +30,7 @@ from dogbreed.artifact import ModelSpec, save_artifact
 from dogbreed.checkpoint import (
     TrainingState,
     load_checkpoint,
-    retire_checkpoint,
+    remove_checkpoints,
     save_checkpoint,
 )
 from dogbreed.data import (
@@ -378,9 +378,9 @@ class Trainer:
         save_artifact(self.paths.model_dir, self.model, spec)
         write_history(state.history, self.paths.output_data_dir)
         log.info("model written to %s (best epoch %d)", self.paths.model_dir, state.best_epoch)
-        if self.paths.job_name:
-            retire_checkpoint(self.checkpoint_dir, {"job": self.paths.job_name, **spec.metrics})
-            log.info("checkpoint in %s replaced by a completion note", self.checkpoint_dir)
+        if self.paths.job_name:  # a tuning trial: what it leaves, every later trial copies in
+            remove_checkpoints(self.checkpoint_dir)
+            log.info("completed: removed this job's checkpoints (%s)", self.checkpoint_dir)
         return final
 
 
