@@ -15,7 +15,7 @@ Usage: local_test/train_local.sh [options]
   -h, --help           this help
 
 The data goes in <test-dir>/input/data/<channel>/; when the `training` channel is empty it is
-filled with the bundled sample (python -m dogbreed.sample_data, run in the train image). When the
+filled with the bundled sample (python3 -m dogbreed.sample_data, run in the train image). When the
 image has no baked ImageNet weights and the hyperparameters ask for them, the run uses
 pretrained=false and says so.
 USAGE
@@ -63,14 +63,14 @@ data="$test_dir/input/data/training"
 if [[ ! -d $data ]] || [[ -z $(ls -A "$data") ]]; then
   say "filling $data with the bundled sample data"
   mkdir -p "$data"
-  docker run --rm --network none "${as_user[@]}" -v "$data:/data" "$image" python -m dogbreed.sample_data /data >&2
+  docker run --rm --network none "${as_user[@]}" -v "$data:/data" "$image" python3 -m dogbreed.sample_data /data >&2
 fi
 
 # The hyperparameters for this run: the file plus --hp overrides, written next to the tree so the
 # committed file stays as it is.
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
-if ! docker run --rm --network none "$image" python -c \
+if ! docker run --rm --network none "$image" python3 -c \
     'import sys; from dogbreed.model import imagenet_weights_path as p; sys.exit(0 if p().is_file() else 1)'; then
   if ! printf '%s\n' "${overrides[@]}" | grep -q '^pretrained='; then
     say "$image has no baked ImageNet weights (built with BAKE_WEIGHTS=0): training with pretrained=false"
@@ -78,7 +78,7 @@ if ! docker run --rm --network none "$image" python -c \
   fi
 fi
 docker run --rm -i --network none "${as_user[@]}" -v "$config:/config:ro" -v "$workdir:/work" \
-  "$image" python - /config/hyperparameters.json /work/hyperparameters.json "${overrides[@]}" <<'PY'
+  "$image" python3 - /config/hyperparameters.json /work/hyperparameters.json "${overrides[@]}" <<'PY'
 import json, sys
 source, target, *overrides = sys.argv[1:]
 params = json.load(open(source))
