@@ -5,8 +5,8 @@
 No training step runs (on CPU it would hide the loader): each side iterates the trainer's own
 :class:`dogbreed.loader.BatchLoader` with the plan :func:`dogbreed.train.transit_plan` makes for
 the shared memory it finds, over the same photo-sized JPEGs. The 64 MB side runs in a private
-mount namespace with a 64 MiB tmpfs on /dev/shm (``unshare``, root). The sides alternate, round
-after round, and the ratio is the median of per-round ratios against the goal (>= 0.9).
+mount namespace with a 64 MiB tmpfs on /dev/shm (``unshare``, root). Each round measures both sides,
+alternating which goes first, and the ratio is the median of per-round ratios against the goal (>= 0.9).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--inner", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
@@ -83,8 +83,9 @@ def main() -> None:
         for batch in args.batch_size:
             ratios = []
             for n in range(args.rounds):
-                ample = run_side(Path(tmp), args, batch, small=False)
-                small = run_side(Path(tmp), args, batch, small=True)
+                sides = (False, True) if n % 2 == 0 else (True, False)  # alternate who goes first
+                measured = {small: run_side(Path(tmp), args, batch, small) for small in sides}
+                ample, small = measured[False], measured[True]
                 ratios.append(small["img_per_s"] / ample["img_per_s"])
                 print(
                     f"  batch {batch} round {n + 1}: ample {ample['img_per_s']:6.1f} img/s,"
