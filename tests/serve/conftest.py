@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +162,13 @@ class Server:
         return self.process.returncode
 
 
-def start_server(model_dir: Path, log_dir: Path, **env: str) -> Server:
+def start_server(
+    model_dir: Path,
+    log_dir: Path,
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
+) -> Server:
+    """Start ``dogbreed-serve serve`` with ``env`` added (``preexec_fn`` runs in the child)."""
     assert SERVE_BIN.exists(), f"{SERVE_BIN} missing: pip install -e . to create the console script"
     port = free_port()
     full_env = {
@@ -175,7 +181,11 @@ def start_server(model_dir: Path, log_dir: Path, **env: str) -> Server:
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(SERVE_BIN), "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+            [str(SERVE_BIN), "serve"],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
     return Server(process, f"http://127.0.0.1:{port}", log_path)
 

@@ -161,3 +161,20 @@ def test_serves_a_model_tarball_preprocessing_on_request_threads(
         assert "truncated" in broken.json()["message"]
     finally:
         server.stop()
+
+
+def test_a_low_open_file_limit_gives_fewer_threads_not_a_dying_worker(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 1024))
+
+    server = start_server(model_dir, tmp_path, preexec_fn=low_limit)
+    try:
+        server.wait_ready()  # the worker booted and serves /ping
+        assert "open files are limited to 1024: 384 threads per worker" in server.log()
+        assert "x 384 threads" in server.log()
+    finally:
+        server.stop()

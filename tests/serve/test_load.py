@@ -82,7 +82,12 @@ def test_ping_stays_fast_and_invocations_are_answered_or_shed_under_512_clients(
     ping = latency_summary(probes)
     print(
         f"\n/ping under {SPIKE_CLIENTS} clients: {len(probes)} probes, p50 {ping['p50']:.1f} ms, "
-        f"p99 {ping['p99']:.1f} ms, max {ping['max']:.1f} ms"
+        f"p99 {ping['p99']:.1f} ms, max {ping['max']:.1f} ms; slowest at "
+        + ", ".join(
+            f"+{p.at_s - spike_start:.1f}s ({p.latency_s * 1000:.0f} ms)"
+            for p in sorted(probes, key=lambda p: p.latency_s)[-3:]
+        )
+        + " into the spike"
         f"\n{describe(f'{BASE_CLIENTS} clients, before', before, before_cores)}"
         f"\n{describe(f'{SPIKE_CLIENTS} clients', spike, spike_cores)}"
         f"\n{describe(f'{BASE_CLIENTS} clients, after', after, after_cores)}"

@@ -140,21 +140,30 @@ def check_model_dir(settings: ServerSettings) -> ServerSettings:
 FDS_BESIDES_CONNECTIONS = 256
 
 
-def raise_open_file_limit(settings: ServerSettings) -> None:
-    """Let each worker hold its ``worker_connections`` sockets: raise the soft RLIMIT_NOFILE.
+def fit_open_file_limit(settings: ServerSettings) -> ServerSettings:
+    """Raise the soft RLIMIT_NOFILE so that each worker can hold its ``worker_connections``.
 
-    A worker that hits the limit in ``accept`` dies with all its connections, so a hard limit
-    too low for the settings stops the server at once instead.
+    A worker that hits the limit in ``accept`` dies with all its connections, so where the hard
+    limit is too low the workers get fewer threads (and connections) instead, with a warning.
     """
     needed = settings.worker_connections + FDS_BESIDES_CONNECTIONS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise ConfigError(
-                f"{settings.threads} threads per worker need {needed} open files, but the hard "
-                f"limit is {hard}: lower DOGBREED_THREADS_PER_WORKER or raise `ulimit -n`"
-            )
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return settings
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        threads = max(1, (hard - FDS_BESIDES_CONNECTIONS) // 2)
+        log.warning(
+            "open files are limited to %d: %d threads per worker instead of %d "
+            "(raise `ulimit -n` to %d for them all)",
+            hard,
+            threads,
+            settings.threads,
+            needed,
+        )
+        settings = dataclasses.replace(settings, threads=threads)
+        needed = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from dogbreed.artifact import ArtifactError  # after the re-exec: it imports torch
 
     try:
-        settings = check_model_dir(settings_from_args(args))
-        raise_open_file_limit(settings)
+        settings = check_model_dir(fit_open_file_limit(settings_from_args(args)))
     except (ConfigError, ArtifactError) as exc:
         print(f"dogbreed-serve: {exc}", file=sys.stderr)
         return 2
