@@ -8,7 +8,7 @@ PY := .venv/bin/python
 BASE_IMAGE ?= auto
 TAG ?= latest
 
-.PHONY: venv test test-fast e2e images standin-base demo push bench lint format
+.PHONY: venv test test-fast e2e images standin-base demo push bench lint format gpu-check gpu-check-dry
 
 venv:
 	scripts/dev_env.sh
@@ -36,6 +36,14 @@ push:
 
 bench: venv
 	@set -e; for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench"; done
+
+# One GPU, under 8 minutes, offline; figures to $OUT/ or build/gpu-check.json (docs/development.md).
+# No `venv` prerequisite: a GPU machine has its venv and may have no network.
+gpu-check:
+	$(PY) benchmarks/gpu_check.py
+
+gpu-check-dry:
+	$(PY) benchmarks/gpu_check.py --dry
 
 lint: venv
 	$(PY) -m ruff check src tests benchmarks
