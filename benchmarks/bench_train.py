@@ -65,12 +65,12 @@ def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
 class StepTimer:
     """Times training steps with the trainer's own step function on one model."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
         self.model = model
-        self.world = World()
+        self.world = World(device=device)
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-        self.precision = Precision(self.world.device, enabled=True)
+        self.precision = Precision(device, enabled=True)
 
     def images_per_second(self, batches, steps: int) -> float:
         """Images/s over ``steps`` steps drawn from ``batches``, after one untimed warm-up step."""
@@ -117,7 +117,7 @@ def main() -> None:
     )
 
     torch.manual_seed(0)
-    timer = StepTimer(build_model(133).to(device, memory_format=torch.channels_last))
+    timer = StepTimer(build_model(133).to(device, memory_format=torch.channels_last), device)
     images = torch.randn(hp.batch_size, 3, hp.image_size, hp.image_size)
     labels = torch.randint(0, 133, (hp.batch_size,))
     in_memory = iter(lambda: (images, labels), None)  # the same batch, every step
@@ -128,7 +128,7 @@ def main() -> None:
         samples = [(p, i % 133) for i, p in enumerate(paths)]
         dataset = ImageDataset(samples, train_crop(hp.image_size), hp.image_size, seed=0)
         sampler = EpochBatchSampler(len(dataset), hp.batch_size, seed=0)
-        plan = transit_plan(hp, World())
+        plan = transit_plan(hp, World(device=device))
         print(f"data loader workers: {plan.workers}, {count} JPEGs ~500x375, {args.rounds} rounds")
         # Alternate the two measurements so that load from elsewhere hits both alike; each full
         # round starts a fresh loader (worker start-up included, as in every training epoch).
@@ -136,7 +136,7 @@ def main() -> None:
         for n in range(args.rounds):
             compute = timer.images_per_second(in_memory, args.steps)
             sampler.set_epoch(n)
-            loader = BatchLoader(dataset, sampler, plan, hp.stall_timeout)
+            loader = BatchLoader(dataset, sampler, plan, hp.stall_timeout, device.type == "cuda")
             full = timer.images_per_second(loader, args.steps)
             rounds.append((compute, full))
             print(

@@ -42,11 +42,9 @@ from typing import Any
 import torch
 from bench_serve import InProcess, ServerUnderTest, load_test, make_artifact, make_jpegs
 from bench_train import StepTimer, photo_like_jpegs
-from torch import nn
 
 from dogbreed.data import ImageDataset
 from dogbreed.distributed import World
-from dogbreed.engine import Precision
 from dogbreed.hyperparams import Hyperparameters
 from dogbreed.loader import BatchLoader
 from dogbreed.metrics import METRIC_NAMES, parse_metric_line
@@ -93,15 +91,6 @@ GPU = Sizes(224, 64, 40, 3, 256, 256, 2, 64, 8.0, 240.0)
 DRY = Sizes(32, 4, 2, 1, 8, 4, 1, 16, 0.5, 120.0)
 
 
-class DeviceStepTimer(StepTimer):
-    """bench_train's StepTimer with its world and AMP on ``device`` (its own are the CPU's)."""
-
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        super().__init__(model)
-        self.world = World(device=device)
-        self.precision = Precision(device, enabled=True)
-
-
 class DeviceInProcess(InProcess):
     """bench_serve's in-process pipeline with the model on ``device``; outputs come back to the
     host, as the server's do."""
@@ -140,7 +129,7 @@ def train_figures(sizes: Sizes, device: torch.device, workdir: Path) -> Figures:
     hp = Hyperparameters(batch_size=sizes.batch_size, image_size=sizes.image_size)
     torch.manual_seed(0)
     model = build_model(CLASSES).to(device, memory_format=torch.channels_last)
-    timer = DeviceStepTimer(model, device)
+    timer = StepTimer(model, device)
     images = torch.randn(hp.batch_size, 3, hp.image_size, hp.image_size, device=device)
     labels = torch.randint(0, CLASSES, (hp.batch_size,), device=device)
     in_memory = iter(lambda: (images, labels), None)
