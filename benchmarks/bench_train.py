@@ -28,7 +28,7 @@ from torch import nn
 from dogbreed.data import ImageDataset
 from dogbreed.debugger import DebuggerHook
 from dogbreed.distributed import World
-from dogbreed.engine import EpochTotals, Precision, train_one_epoch
+from dogbreed.engine import EpochLog, EpochTotals, Precision, Step, train_one_epoch
 from dogbreed.hyperparams import Hyperparameters
 from dogbreed.loader import BatchLoader
 from dogbreed.model import build_model
@@ -66,11 +66,14 @@ class StepTimer:
     """Times training steps with the trainer's own step function on one model."""
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
-        self.model = model
-        self.world = World(device=device)
-        self.criterion = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-        self.precision = Precision(device, enabled=True)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+        precision = Precision.choose(device, amp=True)
+        world = World(device=device)
+        self.step = Step(model, nn.CrossEntropyLoss(), optimizer, precision, world, DebuggerHook())
+
+    @property
+    def precision(self) -> Precision:
+        return self.step.precision
 
     def images_per_second(self, batches, steps: int) -> float:
         """Images/s over ``steps`` steps drawn from ``batches``, after one untimed warm-up step."""
@@ -82,22 +85,8 @@ class StepTimer:
         return totals.count / (time.perf_counter() - start)
 
     def _run(self, batches, steps: int, totals: EpochTotals) -> None:
-        train_one_epoch(
-            self.model,
-            self.criterion,
-            self.optimizer,
-            batches,
-            self.precision,
-            self.world,
-            DebuggerHook(),
-            totals,
-            lambda _: None,
-            lambda: False,
-            "bench",
-            0,
-            steps,
-            10**9,
-        )
+        for _ in train_one_epoch(self.step, batches, totals, EpochLog("bench", 0, steps, 10**9)):
+            pass
 
 
 def main() -> None:

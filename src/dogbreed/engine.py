@@ -5,21 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dogbreed.debugger import DebuggerHook
-from dogbreed.distributed import World, all_reduce_sum, any_rank
+from dogbreed.distributed import World, all_reduce_sum
 from dogbreed.presets import normalize
 
 log = logging.getLogger(__name__)
-
-
-class StopRequested(Exception):
-    """Training was asked to stop (SIGTERM) between two steps."""
 
 
 class StepOutOfMemory(RuntimeError):
@@ -39,26 +35,47 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Precision:
-    """AMP settings: on GPU bf16 where supported, else fp16 with a gradient scaler."""
+    """AMP settings: on GPU bf16 where supported, else fp16 with a gradient scaler; off on CPU."""
 
-    device: torch.device
     enabled: bool
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler
 
-    def __post_init__(self) -> None:
-        self.enabled = self.enabled and self.device.type == "cuda"
-        self.dtype = (
-            torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.enabled and self.dtype == torch.float16
-        )
+    @classmethod
+    def choose(cls, device: torch.device, amp: bool) -> Precision:
+        enabled = amp and device.type == "cuda"
+        bf16 = enabled and torch.cuda.is_bf16_supported()
+        dtype = torch.bfloat16 if bf16 else torch.float16
+        return cls(enabled, dtype, torch.amp.GradScaler("cuda", enabled=enabled and not bf16))
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.enabled:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.dtype)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a training or evaluation step uses."""
+
+    model: nn.Module  # DDP-wrapped under torchrun
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    world: World
+    hook: DebuggerHook
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """Where an epoch starts and how its progress lines read."""
+
+    label: str  # e.g. "epoch 2/5"
+    first_batch: int  # batches of the epoch already trained (a resumed job)
+    total_batches: int
+    log_interval: int
 
 
 def to_device(
@@ -105,95 +122,73 @@ def _eta(seconds: float) -> str:
 
 
 def train_one_epoch(
-    model: nn.Module,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterable,
-    precision: Precision,
-    world: World,
-    hook: DebuggerHook,
-    totals: EpochTotals,
-    progress: Callable[[int], None],
-    stop_requested: Callable[[], bool],
-    label: str,
-    first_batch: int,
-    total_batches: int,
-    log_interval: int,
-) -> EpochTotals:
-    """Train over ``batches``; ``progress(batches_done)`` runs after each step.
+    step: Step, batches: Iterable, totals: EpochTotals, epoch: EpochLog
+) -> Iterator[int]:
+    """Train over ``batches``, adding to ``totals``; yield the batches done after each step.
 
-    Raises StopRequested (on every rank at the same step) when a stop was asked for.
+    The caller decides between steps (recording progress, stopping): nothing here changes
+    anything but the model, the optimizer and ``totals``.
     """
+    model, world = step.model, step.world
     model.train()
-    hook.train()
+    step.hook.train()
     start = time.perf_counter()
     seconds_before = totals.seconds
     images_seen = 0
-    step = first_batch
+    done = epoch.first_batch
     for batch in batches:
+        done += 1
         if batch is None:  # every image of the batch failed to decode
-            step += 1
-            progress(step)
+            yield done
             continue
         images, labels = to_device(*batch, world.device)
         try:
-            with precision.autocast():
+            with step.precision.autocast():
                 logits = model(images)
-                loss = criterion(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
+                loss = step.criterion(logits, labels)
+            step.optimizer.zero_grad(set_to_none=True)
+            step.precision.scaler.scale(loss).backward()
+            step.precision.scaler.step(step.optimizer)
+            step.precision.scaler.update()
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
                 raise
             cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StepOutOfMemory(step + 1, labels.numel(), world.device, cause) from None
+            raise StepOutOfMemory(done, labels.numel(), world.device, cause) from None
         correct = (logits.argmax(1) == labels).sum().item()
         totals.add(loss.item(), correct, labels.numel())
         images_seen += labels.numel()
-        step += 1
         elapsed = time.perf_counter() - start
         totals.seconds = seconds_before + elapsed
-        progress(step)
-        if world.is_main and (step % log_interval == 0 or step == total_batches):
+        if world.is_main and (done % epoch.log_interval == 0 or done == epoch.total_batches):
             rate = images_seen / max(elapsed, 1e-9) * world.size
-            remaining = (total_batches - step) * elapsed / max(step - first_batch, 1)
+            remaining = (epoch.total_batches - done) * elapsed / max(done - epoch.first_batch, 1)
             log.info(
                 "%s step %d/%d batch %d loss %.4f acc %.4f | %.1f img/s | epoch ETA %s",
-                label,
-                step,
-                total_batches,
+                epoch.label,
+                done,
+                epoch.total_batches,
                 labels.numel() * world.size,
                 totals.loss,
                 totals.accuracy,
                 rate,
                 _eta(remaining),
             )
-        if any_rank(stop_requested(), world):
-            raise StopRequested
-    return totals
+        yield done
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    criterion: nn.Module,
-    batches: Iterable,
-    precision: Precision,
-    world: World,
-    hook: DebuggerHook,
-) -> EpochTotals:
+def evaluate(step: Step, batches: Iterable) -> EpochTotals:
     """Loss and accuracy over this rank's shard, summed over all ranks."""
-    model.eval()
-    hook.eval()
+    step.model.eval()
+    step.hook.eval()
     totals = EpochTotals()
     for batch in batches:
         if batch is None:
             continue
-        images, labels = to_device(*batch, world.device)
-        with precision.autocast():
-            logits = model(images)
-            loss = criterion(logits, labels)
+        images, labels = to_device(*batch, step.world.device)
+        with step.precision.autocast():
+            logits = step.model(images)
+            loss = step.criterion(logits, labels)
         totals.add(loss.item(), (logits.argmax(1) == labels).sum().item(), labels.numel())
-    return totals.reduced(world)
+    return totals.reduced(step.world)

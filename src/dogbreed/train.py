@@ -43,12 +43,20 @@ from dogbreed.data import (
     scan_split,
 )
 from dogbreed.debugger import DebuggerHook, create_hook
-from dogbreed.distributed import PeerError, World, describe_peer_failure, init_world, shutdown
+from dogbreed.distributed import (
+    PeerError,
+    World,
+    any_rank,
+    describe_peer_failure,
+    init_world,
+    shutdown,
+)
 from dogbreed.engine import (
+    EpochLog,
     EpochTotals,
     Precision,
+    Step,
     StepOutOfMemory,
-    StopRequested,
     evaluate,
     train_one_epoch,
 )
@@ -82,6 +90,10 @@ log = logging.getLogger("dogbreed.train")
 #: Exit code after a SIGTERM that was honoured with a checkpoint (128 + SIGTERM).
 EXIT_STOPPED = 128 + signal.SIGTERM
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class StopRequested(Exception):
+    """Training was asked to stop (SIGTERM); raised on every rank at the same step."""
 
 
 class StopFlag:
@@ -199,9 +211,10 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
         self.optimizer = build_optimizer(self.model, hp)
         self.scheduler = build_scheduler(self.optimizer, hp)
-        self.precision = Precision(world.device, hp.amp)
         self.hook = create_hook(paths.debug_hook_config) if world.is_main else DebuggerHook()
         self.hook.register(self.model, self.criterion)
+        precision = Precision.choose(world.device, hp.amp)
+        self.step = Step(self.net, self.criterion, self.optimizer, precision, world, self.hook)
         self.stop = StopFlag()
         self.plan = transit_plan(hp, world)
         train = self.splits["train"]
@@ -252,28 +265,17 @@ class Trainer:
         self.net.train()
         for module in self.frozen_bn:
             module.eval()
-
-        def progress(done: int) -> None:
-            state.batches_done = done
-            state.partial = asdict(totals)
-
+        batches = self._batches(self.train_set, self.sampler)
+        label = f"epoch {epoch + 1}/{self.hp.epochs}"
+        log_to = EpochLog(
+            label, state.batches_done, self.sampler.total_batches(), self.hp.log_interval
+        )
         try:
-            return train_one_epoch(
-                self.net,
-                self.criterion,
-                self.optimizer,
-                self._batches(self.train_set, self.sampler),
-                self.precision,
-                self.world,
-                self.hook,
-                totals,
-                progress,
-                self.stop,
-                label=f"epoch {epoch + 1}/{self.hp.epochs}",
-                first_batch=state.batches_done,
-                total_batches=self.sampler.total_batches(),
-                log_interval=self.hp.log_interval,
-            )
+            for done in train_one_epoch(self.step, batches, totals, log_to):
+                state.batches_done, state.partial = done, asdict(totals)
+                if any_rank(self.stop(), self.world):
+                    raise StopRequested
+            return totals
         except StopRequested:
             self._checkpoint()
             message = (
@@ -289,14 +291,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, train: EpochTotals) -> None:
         state, hp = self.state, self.hp
         train_all = train.reduced(self.world)
-        valid = evaluate(
-            self.net,
-            self.criterion,
-            self._eval_batches(self.splits["valid"]),
-            self.precision,
-            self.world,
-            self.hook,
-        )
+        valid = evaluate(self.step, self._eval_batches(self.splits["valid"]))
         row = {
             "epoch": epoch + 1,
             "train_loss": train_all.loss,
@@ -339,14 +334,7 @@ class Trainer:
         """Test the best epoch's weights; rank 0 writes the model and the metric history."""
         state, hp = self.state, self.hp
         self.model.load_state_dict(state.best_weights)
-        test = evaluate(
-            self.net,
-            self.criterion,
-            self._eval_batches(self.splits["test"]),
-            self.precision,
-            self.world,
-            self.hook,
-        )
+        test = evaluate(self.step, self._eval_batches(self.splits["test"]))
         best = state.history[state.best_epoch - 1]
         # The kept model's validation figures again, last: tuning ranks a job by the latest
         # objective value it printed, which must be the model the artifact holds.

@@ -105,7 +105,9 @@ def test_environment_overrides() -> None:
     assert s.max_payload_bytes == 20 * 1024 * 1024
     assert (s.max_batch_size, s.max_batch_wait_s, s.max_image_pixels) == (8, 0.0025, 1000)
     assert (s.threads, s.max_waiting_requests) == (4, 3)
-    assert s.max_concurrent_transforms == 2 * 8  # batches of 8 keep two workers full
+    # 2 x 8 would keep both workers' batches full, but 16 x 20 MB breaks SageMaker's rule
+    # MaxConcurrentTransforms x MaxPayloadInMB <= 100.
+    assert s.max_concurrent_transforms == 100 // 20
     assert s.decode_threads == 3
 
 

@@ -152,8 +152,10 @@ class ServerSettings:
 
     @property
     def max_concurrent_transforms(self) -> int:
-        """Concurrent requests that keep every worker's batches full (batch transform's hint)."""
-        return self.workers * max(8, self.max_batch_size or 16)
+        """Concurrent requests that keep every worker's batches full (batch transform's hint),
+        within SageMaker's rule MaxConcurrentTransforms x MaxPayloadInMB <= 100."""
+        wanted = self.workers * max(8, self.max_batch_size or 16)
+        return max(1, min(wanted, MAX_PAYLOAD_MB_LIMIT // max(1, self.max_payload_mb)))
 
     @classmethod
     def from_env(
