@@ -23,10 +23,6 @@ class DebuggerHook:
         self._hook = hook
         self._modes = modes
 
-    @property
-    def active(self) -> bool:
-        return self._hook is not None
-
     def register(self, model: nn.Module, loss: nn.Module) -> None:
         if self._hook is not None:
             self._hook.register_module(model)
