@@ -86,7 +86,7 @@ def test_a_validation_folder_serves_as_valid(stub, capsys):
 def test_local_mode_checks_the_folders_before_docker(tmp_path, capsys):
     for split in ("train", "valid"):
         (tmp_path / "dogs" / split / BREEDS[0]).mkdir(parents=True)
-    args = ["train", "--local", "--image", "dogbreed-train:latest", "--name", "local-1"]
+    args = ["train", "--local", "--image", "dogbreed-never-built:0", "--name", "local-1"]
     args += ["--data", str(tmp_path / "dogs"), "--output", str(tmp_path / "out")]
     assert main(args) == 1
     assert "no test split" in capsys.readouterr().err

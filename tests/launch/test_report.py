@@ -135,10 +135,20 @@ def test_report_on_a_folder_that_is_not_a_trial(tmp_path, capsys) -> None:
     assert "not an smdebug trial" in capsys.readouterr().err
 
 
-def test_an_s3_trial_is_read_with_the_sessions_s3_client(trained_job, stub, tmp_path, capsys):
+def test_an_s3_trial_is_read_with_the_sessions_s3_client(
+    trained_job, stub, tmp_path, capsys, monkeypatch
+):
     """smdebug's own S3 client ignores --profile and --region: the launcher copies the trial with
-    the session's client instead. Here that client is stubbed; smdebug's would reach the closed
-    AWS_ENDPOINT_URL port and fail."""
+    the session's client (stubbed here) and points smdebug at the local copy."""
+    import smdebug.trials
+
+    create_trial = smdebug.trials.create_trial
+
+    def local_only(path: str, *args, **kwargs):
+        assert not str(path).startswith("s3://"), "smdebug would read S3 with its own client"
+        return create_trial(path, *args, **kwargs)
+
+    monkeypatch.setattr(smdebug.trials, "create_trial", local_only)
     s3 = stub("s3")
     prefix = "runs/dogbreed-train-1/debug-output/"
     files = sorted(p for p in trained_job.tensors.rglob("*") if p.is_file())
