@@ -178,7 +178,6 @@ class ServerUnderTest:
         serve = Path(sys.executable).with_name("dogbreed-serve")
         full_env = {
             **os.environ,
-            "DOGBREED_BIND_HOST": "127.0.0.1",
             "SAGEMAKER_BIND_TO_PORT": str(port),
             **env,
         }
@@ -186,7 +185,10 @@ class ServerUnderTest:
         self.log_path = log_path
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(serve), "--model-dir", str(model_dir)], env=full_env, stdout=log, stderr=log
+                [str(serve), "--model-dir", str(model_dir), "--host", "127.0.0.1"],
+                env=full_env,
+                stdout=log,
+                stderr=log,
             )
 
     def wait_ready(self, timeout_s: float = 120) -> None:

@@ -59,14 +59,8 @@ from dogbreed.train import transit_plan
 
 CLASSES = 133
 CONCURRENCY = (1, 8, 32)
-#: Dry runs' children: no GPU; one torch thread per process (OpenMP teams on shared cores
-#: stall); the server decodes on its request threads, as it does on GPU.
-DRY_ENV = {
-    "CUDA_VISIBLE_DEVICES": "",
-    "OMP_NUM_THREADS": "1",
-    "DOGBREED_TORCH_THREADS": "1",
-    "DOGBREED_PREPROCESS_ON": "request-threads",
-}
+#: Dry runs' children: no GPU; one torch thread per process (OpenMP teams on shared cores stall).
+DRY_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "DOGBREED_TORCH_THREADS": "1"}
 JOB_RATE = METRIC_NAMES["images_per_sec"]
 Figures = dict[str, Any]
 
@@ -258,7 +252,7 @@ def serve_figures(sizes: Sizes, device: torch.device, workdir: Path) -> Figures:
     model_dir = workdir / "model"
     make_artifact(model_dir, CLASSES, sizes.image_size)
     jpegs = make_jpegs(sizes.serve_jpegs)
-    env = child_env(device, DOGBREED_DEVICE=device.type)
+    env = child_env(device)
     port = free_port()
     server = ServerUnderTest(model_dir, port, env, workdir / "server.log")
     try:

@@ -173,7 +173,6 @@ def start_server(
     port = free_port()
     full_env = {
         **os.environ,
-        "DOGBREED_BIND_HOST": "127.0.0.1",
         "SAGEMAKER_BIND_TO_PORT": str(port),
         "SM_MODEL_DIR": str(model_dir),
         **env,
@@ -181,7 +180,7 @@ def start_server(
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(SERVE_BIN), "serve"],
+            [str(SERVE_BIN), "serve", "--host", "127.0.0.1"],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -198,7 +197,6 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         tmp_path_factory.mktemp("logs"),
         MODEL_SERVER_WORKERS="2",
         SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
-        DOGBREED_MAX_IMAGE_PIXELS="1000000",
     )
     try:
         srv.wait_ready()

@@ -26,7 +26,7 @@ VALID_IMAGES = [
     encode(Image.fromarray(textured_pixels(30, 20, 12)), "PNG"),
     encode(Image.fromarray(textured_pixels(25, 25, 13)).convert("P"), "GIF"),
     encode(Image.fromarray(textured_pixels(40, 30, 14)).convert("CMYK"), "JPEG"),
-    encode(Image.new("1", (1200, 1000)), "PNG"),  # over the shared server's 1,000,000 pixels
+    encode(Image.new("1", (8000, 6000)), "PNG"),  # over the server's 40,000,000 pixels
 ]
 
 

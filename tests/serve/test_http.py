@@ -252,16 +252,16 @@ def test_too_many_images_in_one_request_is_413(server: Server) -> None:
 
 
 def test_decompression_bomb_is_refused_by_pixel_count(server: Server) -> None:
-    # The shared server allows 1,000,000 pixels; this PNG declares 1,500x1,000 in 6 KB.
-    bomb = encode(Image.new("L", (1500, 1000)), "PNG")
-    assert len(bomb) < 10_000
-    assert_error(invoke(server, bomb, "image/png"), 413, "1,500,000 pixels", "1,000,000")
-    huge = encode(Image.new("1", (6000, 6000)), "PNG")  # past PIL's own 2x bomb limit
+    # The server allows 40,000,000 pixels; this PNG declares 8,000x6,000 in a few KB.
+    bomb = encode(Image.new("1", (8000, 6000)), "PNG")
+    assert len(bomb) < 100_000
+    assert_error(invoke(server, bomb, "image/png"), 413, "48,000,000 pixels", "40,000,000")
+    huge = encode(Image.new("1", (10000, 9000)), "PNG")  # past PIL's own 2x bomb limit
     assert_error(invoke(server, huge, "image/png"), 413, "decompression bomb")
 
 
 def test_extreme_aspect_ratio_is_refused(server: Server) -> None:
-    strip = encode(Image.new("RGB", (1, 4000)), "PNG")
+    strip = encode(Image.new("RGB", (1, 8000)), "PNG")  # 73 x 584,000 once resized: > 40 MP
     assert_error(invoke(server, strip, "image/png"), 400, "aspect ratio")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -14,25 +15,38 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import SERVE_BIN, jpeg_bytes, start_server
+from dogbreed.artifact import SPEC_FILE
+
+from .conftest import SERVE_BIN, Server, jpeg_bytes, start_server
+
+CLIENTS_AT_SIGTERM = 6
 
 
-def test_503_until_warm_then_200_and_sigterm_drains_in_flight_requests(
-    model_dir: Path, tmp_path: Path
-) -> None:
-    # Many warm-up batches keep the workers "loading" long enough to observe it.
-    server = start_server(
-        model_dir, tmp_path, DOGBREED_WARMUP_ROUNDS="20", MODEL_SERVER_WORKERS="2"
-    )
+@pytest.fixture(scope="module")
+def slow_to_warm_model_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test model at 1,024 px: its warm-up takes seconds, long enough to watch it load."""
+    path = tmp_path_factory.mktemp("large") / "model"
+    shutil.copytree(model_dir, path)
+    spec = json.loads((path / SPEC_FILE).read_text())
+    (path / SPEC_FILE).write_text(json.dumps({**spec, "image_size": 1024}))
+    return path
+
+
+def first_answer(server: Server, timeout_s: float = 60) -> requests.Response:
+    """The first /ping a booted worker answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert time.monotonic() < deadline and server.process.poll() is None, server.log()
+        try:
+            return requests.get(f"{server.url}/ping", timeout=2)
+        except requests.RequestException:
+            time.sleep(0.05)
+
+
+def test_503_until_warm_then_200(slow_to_warm_model_dir: Path, tmp_path: Path) -> None:
+    server = start_server(slow_to_warm_model_dir, tmp_path, MODEL_SERVER_WORKERS="2")
     try:
-        deadline = time.monotonic() + 60
-        while True:  # first answer from a booted worker
-            assert time.monotonic() < deadline and server.process.poll() is None, server.log()
-            try:
-                ping = requests.get(f"{server.url}/ping", timeout=2)
-                break
-            except requests.RequestException:
-                time.sleep(0.05)
+        ping = first_answer(server)
         assert ping.status_code == 503, server.log()
         assert ping.json() == {"status": "loading"}
         early = requests.post(
@@ -59,36 +73,69 @@ def test_503_until_warm_then_200_and_sigterm_drains_in_flight_requests(
         )
         assert too_big.status_code == 413
         assert "6,291,456-byte limit" in too_big.json()["message"]
+    finally:
+        server.stop()
 
-        # A request long enough to be in flight when SIGTERM arrives (256 images).
+
+def test_sigterm_answers_every_in_flight_request_then_ends_the_inference_threads(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_server(model_dir, tmp_path, MODEL_SERVER_WORKERS="2")
+    try:
+        server.wait_ready()
+        # Requests long enough to be in flight, most of them queued, when SIGTERM arrives.
         images = [base64.b64encode(jpeg_bytes(seed, size=(160, 120))).decode() for seed in range(8)]
-        body = json.dumps({"images": images * 32})
-        result: dict[str, requests.Response] = {}
+        body = json.dumps({"images": images * 16})
+        answers: list[tuple[float, requests.Response]] = []
 
         def send() -> None:
-            result["response"] = requests.post(
+            response = requests.post(
                 f"{server.url}/invocations",
                 data=body,
                 headers={"Content-Type": "application/json"},
                 timeout=60,
             )
-            finished.append(time.monotonic())
+            answers.append((time.monotonic(), response))
 
-        finished: list[float] = []
-
-        sender = threading.Thread(target=send)
-        sender.start()
+        senders = [threading.Thread(target=send) for _ in range(CLIENTS_AT_SIGTERM)]
+        for sender in senders:
+            sender.start()
         time.sleep(0.5)
         server.process.send_signal(signal.SIGTERM)
         terminated = time.monotonic()
-        sender.join(60)
-        assert finished[0] > terminated, "the request ended before SIGTERM: make it longer"
-        response = result["response"]
-        assert response.status_code == 200, response.text
-        assert len(response.json()["predictions"]) == 256
+        for sender in senders:
+            sender.join(60)
+        assert len(answers) == CLIENTS_AT_SIGTERM
+        assert all(at > terminated for at, _ in answers), "requests ended before SIGTERM"
+        for _, response in answers:
+            assert response.status_code == 200, response.text
+            assert len(response.json()["predictions"]) == 128
         assert server.process.wait(30) == 0
+        stopped = re.findall(r"inference thread stopped after \d+ batches", server.log())
+        assert len(stopped) == 2, server.log()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{server.url}/ping", timeout=2)
+    finally:
+        server.stop()
+
+
+def test_a_removed_variable_is_named_in_one_warning_and_the_server_serves(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        model_dir, tmp_path, MODEL_SERVER_WORKERS="2", DOGBREED_MAX_BATCH_WAIT_MS="2"
+    )
+    try:
+        server.wait_ready()
+        response = requests.post(
+            f"{server.url}/invocations",
+            data=jpeg_bytes(3),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        warnings = re.findall(r"WARNING DOGBREED_MAX_BATCH_WAIT_MS is no longer read", server.log())
+        assert len(warnings) == 1, server.log()  # from the master, not once per worker
     finally:
         server.stop()
 
@@ -130,16 +177,14 @@ def test_weights_that_do_not_fit_stop_the_server(model_dir: Path, tmp_path: Path
         server.stop()
 
 
-def test_serves_a_model_tarball_preprocessing_on_request_threads(
-    model_dir: Path, tmp_path: Path
-) -> None:
+def test_serves_a_model_tarball(model_dir: Path, tmp_path: Path) -> None:
     import tarfile
 
     tarball = tmp_path / "model.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         for path in model_dir.iterdir():
             tar.add(path, arcname=path.name)
-    server = start_server(tarball, tmp_path, DOGBREED_PREPROCESS_ON="request-threads")
+    server = start_server(tarball, tmp_path)
     try:
         server.wait_ready()
         response = requests.post(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 #: DOGBREED_MALLOC values: tcmalloc if installed, tcmalloc or fail, glibc's malloc.
 CHOICES = ("auto", "tcmalloc", "system")
+DEFAULT_CHOICE = "auto"
 TCMALLOC_PACKAGE = "libtcmalloc-minimal4"
 
 
@@ -33,7 +34,7 @@ def tcmalloc_library() -> str | None:
 
 def preload_for(env: Mapping[str, str]) -> str | None:
     """The library to add to LD_PRELOAD before serving, or None to run as we are."""
-    choice = env.get("DOGBREED_MALLOC", "").strip().lower() or "auto"
+    choice = env.get("DOGBREED_MALLOC", "").strip().lower() or DEFAULT_CHOICE
     if choice not in CHOICES:
         raise AllocatorError(f"DOGBREED_MALLOC must be one of {', '.join(CHOICES)}, got {choice!r}")
     if choice == "system" or "tcmalloc" in env.get("LD_PRELOAD", ""):

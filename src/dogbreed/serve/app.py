@@ -27,7 +27,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from dogbreed.serve.admission import Overloaded
 from dogbreed.serve.batcher import BatcherStopped
-from dogbreed.serve.config import ServerSettings
+from dogbreed.serve.config import (
+    DEFAULT_TOP_K,
+    MAX_BATCH_WAIT_S,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGES_PER_REQUEST,
+    WARMUP_ROUNDS,
+    ServerSettings,
+)
 from dogbreed.serve.predictor import InputError, Prediction, Predictor
 from dogbreed.serve.readiness import ReadyWorkers
 
@@ -36,6 +43,8 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+#: Where a worker's app keeps its :class:`ModelState` (``app.extensions``), for gunicorn's hooks.
+MODEL_STATE = "dogbreed"
 #: Exit status gunicorn's arbiter reads as "worker failed to boot": it stops instead of respawning.
 WORKER_BOOT_ERROR = 3
 _TOP_K_ATTRIBUTE = re.compile(r"(?:^|[,;&\s])top_k\s*=\s*([^,;&\s]*)")
@@ -112,8 +121,8 @@ def images_from_json(body: bytes, max_images: int) -> tuple[list[bytes], list[st
     if len(images) > max_images:
         raise ApiError(
             413,
-            f"{len(images)} images in one request, more than the limit of {max_images} "
-            "(DOGBREED_MAX_IMAGES_PER_REQUEST): split them over several requests",
+            f"{len(images)} images in one request, more than the limit of {max_images}: "
+            "split them over several requests",
         )
     names = [f"images[{i}]" for i in range(len(images))]
     return [decode_base64(text, name) for text, name in zip(images, names, strict=True)], names
@@ -126,14 +135,24 @@ class ModelState:
         self.predictor: Predictor | None = None
         self.loaded_in_s: float | None = None
 
+    def stop(self) -> None:
+        """End the inference thread after what is queued (a no-op while still loading)."""
+        if self.predictor is not None:
+            self.predictor.batcher.stop()
+            log.info(
+                "worker %d: inference thread stopped after %d batches",
+                os.getpid(),
+                self.predictor.batcher.batches_run,
+            )
+
     def load(self, settings: ServerSettings, device: str) -> None:
         start = time.perf_counter()
         predictor = Predictor.from_artifact(
             settings.model_dir,
             device,
             max_batch_size=settings.max_batch_size,
-            max_batch_wait_s=settings.max_batch_wait_s,
-            max_image_pixels=settings.max_image_pixels,
+            max_batch_wait_s=MAX_BATCH_WAIT_S,
+            max_image_pixels=MAX_IMAGE_PIXELS,
             torch_threads=settings.torch_threads,
             preprocess_on_requests=settings.preprocess_on_requests,
             decode_slots=settings.decode_threads,
@@ -141,7 +160,7 @@ class ModelState:
             max_queue_wait_s=settings.max_queue_wait_s,
             max_waiting_requests=settings.max_waiting_requests,
         )
-        predictor.warm_up(settings.warmup_rounds)
+        predictor.warm_up(WARMUP_ROUNDS)
         self.loaded_in_s = time.perf_counter() - start
         self.predictor = predictor
         log.info(
@@ -168,7 +187,7 @@ def configure_worker(settings: ServerSettings) -> None:
     torch.set_num_threads(settings.torch_threads)
     with contextlib.suppress(RuntimeError):  # already set in this process
         torch.set_num_interop_threads(1)
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse those ourselves
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -216,7 +235,7 @@ def create_app(
     # reading limit + 1 bytes is how an oversized one shows.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes + 1
     state = ModelState()
-    app.extensions["dogbreed"] = state
+    app.extensions[MODEL_STATE] = state
     start_loading(state, settings, ready_workers, on_load_failure)
 
     def ready_predictor() -> Predictor:
@@ -271,7 +290,7 @@ def create_app(
         top_k = parse_top_k(
             request.headers.get(CUSTOM_ATTRIBUTES),
             request.args.getlist("top_k"),
-            settings.default_top_k,
+            DEFAULT_TOP_K,
             predictor.num_classes,
         )
         body = request.get_data(cache=False)
@@ -280,7 +299,7 @@ def create_app(
         if not body:
             raise ApiError(400, "the request body is empty: send an image or a JSON document")
         if content_type == JSON:
-            images, names = images_from_json(body, settings.max_images_per_request)
+            images, names = images_from_json(body, MAX_IMAGES_PER_REQUEST)
         else:
             images, names = [body], ["image"]
         return predictor.predict(images, top_k, names)

@@ -1,9 +1,15 @@
-"""Server settings from the environment, and the worker/thread arithmetic behind the defaults.
+"""Server settings from the environment, and the constants that tune the rest.
 
-SageMaker's conventional variables come first; ``DOGBREED_*`` variables tune the rest. Defaults
-follow the hardware: on CPU one worker per ``DOGBREED_TORCH_THREADS`` cores so that intra-op
-threads x workers never exceed the cores this process may use; on GPU one worker per device
-(each worker batches for its own device).
+The environment holds SageMaker's settings (model directory, port, workers, timeout, payload) and
+four of ours, each a choice that depends on the deployment rather than on this code:
+``DOGBREED_TORCH_THREADS`` (cores to leave to other processes), ``DOGBREED_MAX_BATCH_SIZE`` (latency
+and memory against throughput on the user's hardware), ``DOGBREED_MAX_QUEUE_WAIT_S`` (how long the
+user's clients will wait rather than retry) and, in :mod:`.allocator`, ``DOGBREED_MALLOC`` (a way
+out of the tcmalloc preload). docs/serving.md's settings table lists them; a test holds it to this
+module. Everything else is internal tuning: the constants below, each with the measurement that
+chose it. Defaults follow the hardware: on CPU one worker per ``DOGBREED_TORCH_THREADS`` cores so
+that intra-op threads x workers never exceed the cores this process may use; on GPU one worker per
+device (each worker batches for its own device).
 """
 
 from __future__ import annotations
@@ -21,15 +27,74 @@ MIB = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_MB = 6
 #: SageMaker batch transform accepts at most 100 MB per request.
 MAX_PAYLOAD_MB_LIMIT = 100
-#: A 6 MB JPEG of a photo rarely exceeds 40 megapixels; anything larger is refused before decoding.
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 #: SageMaker waits 60 s for an answer from /invocations.
 DEFAULT_TIMEOUT_S = 60
-#: SageMaker sends SIGKILL 30 s after SIGTERM; drain within that.
-DEFAULT_GRACEFUL_TIMEOUT_S = 25
-#: Request threads per worker: every connection of a 512-client spike gets one at once, and
-#: admission control keeps 1/16 of them free (see ServerSettings.max_waiting_requests).
-DEFAULT_THREADS = 1024
+#: Largest forward pass on GPU, where the CPU's mmap-ceiling rule (predictor.cpu_batch_size) does
+#: not apply: the best batch of bench_serve's in-process pipeline on CPU (benchmarks/README.md);
+#: not yet measured on a GPU (make gpu-check reports the server there).
+DEFAULT_GPU_MAX_BATCH_SIZE = 32
+
+# Internal tuning: constants, not settings. Each value is the one a measurement chose.
+
+#: SageMaker sends SIGKILL 30 s after SIGTERM: in-flight requests get 25 s to finish.
+GRACEFUL_TIMEOUT_S = 25
+#: Request threads per worker. With 16, gthread queued /ping behind invocations: at 256 clients 17
+#: of 18 probes took over 2 s; with 1,024 every connection of a 512-client spike gets a thread at
+#: once and /ping stays within 2 s (p99 310-368 ms, docs/serving.md "Measured"). Admission keeps
+#: 1/16 of them free (ServerSettings.max_waiting_requests).
+THREADS_PER_WORKER = 1024
+#: Keep-alive seconds for idle client connections. Not measured (set with the first server,
+#: f51cf0f): idle connections hold no thread (gthread parks them in its poller).
+KEEPALIVE_S = 5
+#: How long a partial batch waits for announced requests: 5 ms (d6a75af); 2 ms measured worse and
+#: 10 ms the same at concurrency 8 on 2 cores (benchmarks/README.md, "Tried and measured no gain").
+MAX_BATCH_WAIT_S = 0.005
+#: A 6 MB JPEG of a photo rarely exceeds 40 megapixels; anything larger is refused before decoding.
+MAX_IMAGE_PIXELS = 40_000_000
+#: Images in one JSON request. Not measured (f51cf0f): it bounds how much of a worker's queue one
+#: request holds, since a JSON request's images are admitted together.
+MAX_IMAGES_PER_REQUEST = 256
+#: ``top_k`` when a request gives none; a request chooses its own with ``top_k=N``.
+DEFAULT_TOP_K = 5
+#: Full-size batches run before /ping turns 200, after one cold single-image pass. Not measured
+#: (f51cf0f); admission control times images from these warm batches on, not the cold pass.
+WARMUP_ROUNDS = 1
+
+
+def preprocess_on_request_threads(device: str) -> bool:
+    """Where images are decoded and transformed: on the request threads on GPU, overlapping the
+    forward pass; on the inference thread on CPU. Measured on 2 cores: with request threads running
+    the transform's tensor operations each got its own OpenMP team and a ResNet18 forward pass took
+    ~28 ms instead of ~17 ms; decoding as each image joins a forming batch took HTTP concurrency 8
+    from 0.92 to 0.95 of the in-process pipeline (docs/serving.md, "How it works")."""
+    return device == "cuda"
+
+
+#: Variables earlier versions read, now internal constants or rules above: a deployment that still
+#: sets one gets a warning naming it (removed_settings_in), never a failure.
+REMOVED_SETTINGS = {
+    "DOGBREED_BIND_HOST": "use --host",
+    "DOGBREED_DEVICE": "the device follows the hardware; CUDA_VISIBLE_DEVICES= serves on CPU",
+    "DOGBREED_PREPROCESS_ON": "request threads on GPU, the inference thread on CPU",
+    "DOGBREED_DECODE_THREADS": "as many as the torch threads",
+    "DOGBREED_THREADS_PER_WORKER": f"{THREADS_PER_WORKER}",
+    "DOGBREED_GRACEFUL_TIMEOUT": f"{GRACEFUL_TIMEOUT_S} s",
+    "DOGBREED_KEEPALIVE": f"{KEEPALIVE_S} s",
+    "DOGBREED_MAX_IMAGE_PIXELS": f"{MAX_IMAGE_PIXELS:,}",
+    "DOGBREED_MAX_BATCH_WAIT_MS": f"{MAX_BATCH_WAIT_S * 1000:g} ms",
+    "DOGBREED_DEFAULT_TOP_K": f"{DEFAULT_TOP_K}; a request sets its own with top_k=N",
+    "DOGBREED_MAX_IMAGES_PER_REQUEST": f"{MAX_IMAGES_PER_REQUEST}",
+    "DOGBREED_WARMUP_ROUNDS": f"{WARMUP_ROUNDS}",
+}
+
+
+def removed_settings_in(env: Mapping[str, str]) -> list[str]:
+    """One warning per removed variable set in ``env``, naming it and what applies instead."""
+    return [
+        f"{name} is no longer read (ignored): {instead}"
+        for name, instead in REMOVED_SETTINGS.items()
+        if name in env
+    ]
 
 
 class ConfigError(ValueError):
@@ -96,18 +161,52 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
-PREPROCESS_PLACES = ("inference-thread", "request-threads")
+WORKERS = ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS")
+TIMEOUT = ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODEL_SERVER_TIMEOUT")
 
 
-def _preprocess_on_requests(env: Mapping[str, str], device: str) -> bool:
-    place = env.get("DOGBREED_PREPROCESS_ON", "").strip().lower()
-    if not place:
-        return device == "cuda"
-    if place not in PREPROCESS_PLACES:
+def workers_and_torch_threads(env: Mapping[str, str], cpus: int, gpus: int) -> tuple[int, int]:
+    """Worker processes and intra-op threads per worker, for ``cpus`` cores and ``gpus`` GPUs."""
+    torch_threads = _int(env, ("DOGBREED_TORCH_THREADS",), 0, minimum=0)
+    cpu_workers = max(1, cpus // torch_threads) if torch_threads else 1
+    workers = _int(env, WORKERS, gpus or cpu_workers)
+    if not torch_threads:
+        torch_threads = max(1, cpus // workers)
+    if not gpus and torch_threads * workers > cpus:
         raise ConfigError(
-            f"DOGBREED_PREPROCESS_ON must be one of {', '.join(PREPROCESS_PLACES)}, got {place!r}"
+            f"{workers} workers x {torch_threads} torch threads oversubscribe {cpus} CPUs: "
+            "lower MODEL_SERVER_WORKERS or DOGBREED_TORCH_THREADS"
         )
-    return place == "request-threads"
+    return workers, torch_threads
+
+
+def max_queue_wait_s(env: Mapping[str, str], timeout_s: int) -> float:
+    """Admission's limit on a request's estimated queue wait: half the request timeout by default."""
+    wait_s = _float(env, "DOGBREED_MAX_QUEUE_WAIT_S", timeout_s / 2)
+    if not 0 < wait_s < timeout_s:
+        raise ConfigError(
+            f"DOGBREED_MAX_QUEUE_WAIT_S must be above 0 and below the {timeout_s}s request "
+            f"timeout, got {wait_s:g}"
+        )
+    return wait_s
+
+
+def payload_limit_mb(env: Mapping[str, str]) -> int:
+    """The body limit in MiB, at most batch transform's 100."""
+    value = _int(env, ("SAGEMAKER_MAX_PAYLOAD_IN_MB",), DEFAULT_MAX_PAYLOAD_MB)
+    if value > MAX_PAYLOAD_MB_LIMIT:
+        raise ConfigError(
+            f"SAGEMAKER_MAX_PAYLOAD_IN_MB must be <= {MAX_PAYLOAD_MB_LIMIT}, got {value}"
+        )
+    return value
+
+
+def bind_port(env: Mapping[str, str]) -> int:
+    """SageMaker's port: 8080 unless SAGEMAKER_BIND_TO_PORT says otherwise."""
+    value = _int(env, ("SAGEMAKER_BIND_TO_PORT",), 8080)
+    if value > 65535:
+        raise ConfigError(f"SAGEMAKER_BIND_TO_PORT must be a TCP port, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -120,25 +219,25 @@ class ServerSettings:
     device: str  # "cpu" or "cuda"
     gpus: int  # CUDA devices the workers share (0 on CPU)
     workers: int
-    threads: int  # request threads per worker (gunicorn gthread)
     torch_threads: int  # intra-op threads per worker
-    preprocess_on_requests: bool  # decode on request threads (GPU) or the inference thread (CPU)
-    decode_threads: int  # request threads that may decode/preprocess at once, per worker
     timeout_s: int
     max_queue_wait_s: float  # admission: shed a request whose estimated queue wait exceeds this
-    graceful_timeout_s: int
-    keepalive_s: int
     max_payload_bytes: int
-    max_image_pixels: int
     max_batch_size: int | None  # None: chosen per model on CPU (predictor.cpu_batch_size)
-    max_batch_wait_s: float
-    default_top_k: int
-    max_images_per_request: int
-    warmup_rounds: int
+    threads: int = THREADS_PER_WORKER  # request threads per worker (fewer under a low ulimit -n)
 
     @property
     def max_payload_mb(self) -> int:
         return self.max_payload_bytes // MIB
+
+    @property
+    def preprocess_on_requests(self) -> bool:
+        return preprocess_on_request_threads(self.device)
+
+    @property
+    def decode_threads(self) -> int:
+        """Request threads of a worker that may decode at once (bounds memory on GPU)."""
+        return self.torch_threads
 
     @property
     def worker_connections(self) -> int:
@@ -168,72 +267,22 @@ class ServerSettings:
         """Read the settings from ``env`` (default ``os.environ``) for ``cpus`` cores, ``gpus`` GPUs."""
         env = os.environ if env is None else env
         cpus = available_cpus() if cpus is None else cpus
-        device = env.get("DOGBREED_DEVICE", "").strip().lower()
-        if device not in ("", "cpu", "cuda"):
-            raise ConfigError(f"DOGBREED_DEVICE must be 'cpu' or 'cuda', got {device!r}")
-        if device != "cpu" and gpus is None:
-            gpus = cuda_device_count()
-        if not device:
-            device = "cuda" if gpus else "cpu"
-        gpus = (gpus or 0) if device == "cuda" else 0
-        if device == "cuda" and gpus == 0:
-            raise ConfigError("DOGBREED_DEVICE=cuda but no CUDA device is visible")
-
-        torch_threads = _int(env, ("DOGBREED_TORCH_THREADS",), 0, minimum=0)
-        worker_names = ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS")
-        if device == "cuda":
-            default_workers = gpus
-        else:
-            default_workers = max(1, cpus // torch_threads) if torch_threads else 1
-        workers = _int(env, worker_names, default_workers)
-        if not torch_threads:
-            torch_threads = max(1, cpus // workers)
-        if device == "cpu" and torch_threads * workers > cpus:
-            raise ConfigError(
-                f"{workers} workers x {torch_threads} torch threads oversubscribe {cpus} CPUs: "
-                "lower MODEL_SERVER_WORKERS or DOGBREED_TORCH_THREADS"
-            )
-
+        gpus = cuda_device_count() if gpus is None else gpus
+        workers, torch_threads = workers_and_torch_threads(env, cpus, gpus)
         # On CPU the default depends on the model's image size: the worker picks it (cpu_batch_size).
-        max_batch_size = _int(env, ("DOGBREED_MAX_BATCH_SIZE",), 32 if device == "cuda" else 0)
-        payload_mb = _int(env, ("SAGEMAKER_MAX_PAYLOAD_IN_MB",), DEFAULT_MAX_PAYLOAD_MB)
-        if payload_mb > MAX_PAYLOAD_MB_LIMIT:
-            raise ConfigError(
-                f"SAGEMAKER_MAX_PAYLOAD_IN_MB must be <= {MAX_PAYLOAD_MB_LIMIT}, got {payload_mb}"
-            )
-        timeout_names = ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODEL_SERVER_TIMEOUT")
-        port = _int(env, ("SAGEMAKER_BIND_TO_PORT",), 8080)
-        if port > 65535:
-            raise ConfigError(f"SAGEMAKER_BIND_TO_PORT must be a TCP port, got {port}")
-        timeout_s = _int(env, timeout_names, DEFAULT_TIMEOUT_S)
-        max_queue_wait_s = _float(env, "DOGBREED_MAX_QUEUE_WAIT_S", timeout_s / 2)
-        if not 0 < max_queue_wait_s < timeout_s:
-            raise ConfigError(
-                f"DOGBREED_MAX_QUEUE_WAIT_S must be above 0 and below the {timeout_s}s request "
-                f"timeout, got {max_queue_wait_s:g}"
-            )
+        default_batch = DEFAULT_GPU_MAX_BATCH_SIZE if gpus else 0
+        max_batch_size = _int(env, ("DOGBREED_MAX_BATCH_SIZE",), default_batch)
+        timeout_s = _int(env, TIMEOUT, DEFAULT_TIMEOUT_S)
         return cls(
             model_dir=Path(env.get("SM_MODEL_DIR") or "/opt/ml/model"),
-            host=env.get("DOGBREED_BIND_HOST", "").strip() or "0.0.0.0",
-            port=port,
-            device=device,
+            host="0.0.0.0",
+            port=bind_port(env),
+            device="cuda" if gpus else "cpu",
             gpus=gpus,
             workers=workers,
-            threads=_int(env, ("DOGBREED_THREADS_PER_WORKER",), DEFAULT_THREADS),
             torch_threads=torch_threads,
-            preprocess_on_requests=_preprocess_on_requests(env, device),
-            decode_threads=_int(env, ("DOGBREED_DECODE_THREADS",), torch_threads),
             timeout_s=timeout_s,
-            max_queue_wait_s=max_queue_wait_s,
-            graceful_timeout_s=_int(
-                env, ("DOGBREED_GRACEFUL_TIMEOUT",), DEFAULT_GRACEFUL_TIMEOUT_S
-            ),
-            keepalive_s=_int(env, ("DOGBREED_KEEPALIVE",), 5),
-            max_payload_bytes=payload_mb * MIB,
-            max_image_pixels=_int(env, ("DOGBREED_MAX_IMAGE_PIXELS",), DEFAULT_MAX_IMAGE_PIXELS),
+            max_queue_wait_s=max_queue_wait_s(env, timeout_s),
+            max_payload_bytes=payload_limit_mb(env) * MIB,
             max_batch_size=max_batch_size or None,
-            max_batch_wait_s=_float(env, "DOGBREED_MAX_BATCH_WAIT_MS", 5.0) / 1000,
-            default_top_k=_int(env, ("DOGBREED_DEFAULT_TOP_K",), 5),
-            max_images_per_request=_int(env, ("DOGBREED_MAX_IMAGES_PER_REQUEST",), 256),
-            warmup_rounds=_int(env, ("DOGBREED_WARMUP_ROUNDS",), 1, minimum=0),
         )

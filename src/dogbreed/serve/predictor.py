@@ -110,7 +110,7 @@ def decode_image(data: bytes, max_pixels: int, resize_to: int, what: str = "imag
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-            f"{max_pixels:,} pixels (DOGBREED_MAX_IMAGE_PIXELS)"
+            f"{max_pixels:,} pixels"
         )
     short, long = sorted((width, height))
     resized_pixels = resize_to * resize_to * long // short

@@ -1,14 +1,15 @@
 """``dogbreed-serve``: gunicorn (gthread workers) running the Flask app, as SageMaker expects.
 
-Each worker has a thread per connection it accepts (``DOGBREED_THREADS_PER_WORKER``, 1024 by
-default, all started before it serves: :mod:`dogbreed.serve.worker`), so ``/ping`` never queues
+Each worker has a thread per connection it accepts (1,024, all started before it serves:
+:mod:`dogbreed.serve.worker`), so ``/ping`` never queues
 behind invocations for a thread; admission control (:mod:`dogbreed.serve.admission`) keeps some
 of them free under any load.
 
 The master process stays light: it reads the settings, checks that the model directory holds a
 readable ``model.json`` and forks the workers; each worker loads the weights itself (torch thread
 pools and CUDA contexts do not survive a fork). SIGTERM stops accepting connections and lets
-in-flight requests finish within ``DOGBREED_GRACEFUL_TIMEOUT`` seconds.
+in-flight requests finish (within ``GRACEFUL_TIMEOUT_S``); then each worker's inference thread
+ends.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from dogbreed.serve.allocator import AllocatorError, allocator_in_use, reexec_with_allocator
-from dogbreed.serve.config import ConfigError, ServerSettings
+from dogbreed.serve.config import (
+    GRACEFUL_TIMEOUT_S,
+    KEEPALIVE_S,
+    ConfigError,
+    ServerSettings,
+    removed_settings_in,
+)
 from dogbreed.serve.readiness import ReadyWorkers
 
 log = logging.getLogger(__name__)
@@ -48,11 +55,12 @@ class ModelServer(BaseApplication):
             "threads": s.threads,
             "worker_connections": s.worker_connections,
             "timeout": s.timeout_s,
-            "graceful_timeout": s.graceful_timeout_s,
-            "keepalive": s.keepalive_s,
+            "graceful_timeout": GRACEFUL_TIMEOUT_S,
+            "keepalive": KEEPALIVE_S,
             "preload_app": False,
             "post_fork": self.post_fork,
             "child_exit": self.child_exit,
+            "worker_exit": self.worker_exit,
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": "dogbreed-serve",
@@ -71,6 +79,15 @@ class ModelServer(BaseApplication):
         """In the master: a worker that exits is no longer ready."""
         self.ready_workers.forget(worker.pid)
 
+    def worker_exit(self, server: Any, worker: Any) -> None:
+        """In the worker, once gthread has answered its in-flight requests (or the grace period is
+        over): the inference thread finishes what is queued and ends."""
+        from dogbreed.serve.app import MODEL_STATE
+
+        state = getattr(getattr(worker, "wsgi", None), "extensions", {}).get(MODEL_STATE)
+        if state is not None:
+            state.stop()
+
     def load(self) -> Any:
         from dogbreed.serve.app import create_app
 
@@ -81,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="dogbreed-serve",
         description="Serve a dogbreed model over SageMaker's /ping and /invocations contract. "
-        "Settings come from the environment (see the README, section Serving); options override them.",
+        "Settings come from the environment (docs/serving.md, section Settings); options override them.",
     )
     parser.add_argument(
         "command", nargs="?", choices=["serve"], help="accepted for `docker run IMAGE serve`"
@@ -91,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="model directory or model.tar.gz (default: $SM_MODEL_DIR or /opt/ml/model)",
     )
-    parser.add_argument("--host", help="address to bind (default: $DOGBREED_BIND_HOST or 0.0.0.0)")
+    parser.add_argument("--host", help="address to bind (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default: $SAGEMAKER_BIND_TO_PORT or 8080)")
     parser.add_argument("--workers", type=int, help="worker processes (default: from the hardware)")
     return parser.parse_args(argv)
@@ -177,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
     )
     args = parse_args(args_given)
+    for warning in removed_settings_in(os.environ):
+        log.warning(warning)
     from dogbreed.artifact import ArtifactError  # after the re-exec: it imports torch
 
     try:
