@@ -126,7 +126,7 @@ TUNING_CHECKPOINTS = (
     "<uri>/<its training job name>/ (the trainer reads TRAINING_JOB_NAME) and deletes that folder "
     "when it completes; SageMaker deletes it in S3 too. When a trial starts, SageMaker copies "
     "everything under the URI into it: the folders of the trials still running and of those "
-    "stopped early or failed, roughly 0.1 GB each (ResNet18 weights and optimizer state). In a "
+    "stopped early or failed, about 135 MB each (ResNet18 weights and optimizer state). In a "
     "50-trial job with early stopping or Hyperband, a late trial may copy dozens of them before "
     "it trains: give each tuning job its own URI and empty it afterwards."
 )
