@@ -22,12 +22,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
+from dogbreed.contract import SPLIT_ALIASES, SPLITS
 from dogbreed.presets import decode_rgb
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _NUMBER_PREFIX = re.compile(r"^\d+[._-]")
 

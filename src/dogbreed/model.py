@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from dogbreed.contract import STAGES
+
 ARCHITECTURE = "resnet18"
-#: Residual stages from input to output; ``trainable=<stage>`` trains that stage and all after it.
-STAGES: tuple[str, ...] = ("all", "layer1", "layer2", "layer3", "layer4", "head")
 
 
 class WeightsError(ValueError):

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from dogbreed.contract import SPLIT_ALIASES
 from dogbreed.launch import LaunchError
 from dogbreed.launch.session import Aws
 
-#: The folder (or channel) names the trainer reads each split from, first match wins; these
-#: mirror ``dogbreed.data.SPLIT_ALIASES``, which the launcher cannot import (it needs torch).
-SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
 ROOT_CHANNEL = "training"
 SHOWN = 5  # differing class names shown in a message
 
@@ -73,17 +71,17 @@ def first_of(names: tuple[str, ...], available: Mapping[str, Any] | set[str]) ->
 def locate_splits(channels: Mapping[str, str], folders: Lister) -> dict[str, str]:
     """Each split's URI: its own channel, else its folder in the ``training`` channel."""
     found = {}
-    for split, names in SPLIT_NAMES.items():
+    for split, names in SPLIT_ALIASES.items():
         name = first_of(names, channels)
         if name:
             found[split] = channels[name]
     root = channels.get(ROOT_CHANNEL)
-    inside = folders(root) if root and len(found) < len(SPLIT_NAMES) else set()
-    for split, names in SPLIT_NAMES.items():
+    inside = folders(root) if root and len(found) < len(SPLIT_ALIASES) else set()
+    for split, names in SPLIT_ALIASES.items():
         name = first_of(names, inside)
         if split not in found and name:
             found[split] = join(root, name)
-    missing = [split for split in SPLIT_NAMES if split not in found]
+    missing = [split for split in SPLIT_ALIASES if split not in found]
     if missing:
         where = f"; {root} holds {sorted(inside) or 'no folders'}" if root else ""
         raise LaunchError(

@@ -1,0 +1,17 @@
+"""Names the training job, the launcher and the server share, in a module without torch.
+
+The launcher runs on a laptop that has no torch; it checks data layouts and hyperparameters
+against these same names before any AWS call.
+"""
+
+from __future__ import annotations
+
+#: The splits of a data set, and the folder or channel names each may go by.
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "valid": ("valid", "validation", "val"),
+    "test": ("test",),
+}
+#: Residual stages from input to output; ``trainable=<stage>`` trains that stage and all after it.
+STAGES: tuple[str, ...] = ("all", "layer1", "layer2", "layer3", "layer4", "head")
