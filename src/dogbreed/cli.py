@@ -1,4 +1,4 @@
-"""``dogbreed``: the command line over :mod:`dogbreed.launch` (and, later, local tools).
+"""``dogbreed``: the command line over :mod:`dogbreed.launch`.
 
 Each subcommand is a pair in :data:`COMMANDS`: ``configure(parser)`` adds its options and
 ``run(args) -> int`` does the work by calling library functions. Heavy imports (boto3, the

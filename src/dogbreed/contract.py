@@ -6,6 +6,13 @@ against these same names before any AWS call.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
+#: SageMaker's tree in a training or serving container (``SAGEMAKER_BASE_DIR`` moves it in tests).
+OPT_ML = PurePosixPath("/opt/ml")
+#: Where a training job keeps checkpoints, under OPT_ML: the launcher's CheckpointConfig.LocalPath.
+CHECKPOINTS = "checkpoints"
+
 #: The splits of a data set, and the folder or channel names each may go by.
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {

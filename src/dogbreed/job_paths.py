@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dogbreed.atomic import write_atomically
+from dogbreed.contract import CHECKPOINTS, OPT_ML
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class JobPaths:
 
     @classmethod
     def from_env(cls, env: os._Environ | dict[str, str] = os.environ) -> JobPaths:
-        base = Path(env.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+        base = Path(env.get("SAGEMAKER_BASE_DIR", OPT_ML))
         output_dir = Path(env.get("SM_OUTPUT_DIR", base / "output"))
         return cls(
             base=base,
@@ -63,7 +64,7 @@ class JobPaths:
             output_dir=output_dir,
             output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", output_dir / "data")),
             input_config_dir=Path(env.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),
-            checkpoint_dir=Path(env.get("DOGBREED_CHECKPOINT_DIR", base / "checkpoints")),
+            checkpoint_dir=Path(env.get("DOGBREED_CHECKPOINT_DIR", base / CHECKPOINTS)),
             channels=_channels(env, base),
             job_name=_job_name(env.get("TRAINING_JOB_NAME", "")),
         )

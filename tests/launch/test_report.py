@@ -10,7 +10,7 @@ from botocore.response import StreamingBody
 from PIL import Image
 
 from dogbreed.cli import main
-from dogbreed.launch.report import EVAL_COLOR, TRAIN_COLOR
+from dogbreed.launch.report import EVAL_COLOR, TRAIN_COLOR, rule_lines
 
 from .conftest import training_job_description
 
@@ -187,3 +187,13 @@ def test_an_empty_s3_trial_says_so(stub, tmp_path, capsys):
     )
     assert main(["report", "s3://bucket/nothing", "--out", str(tmp_path / "r")]) == 1
     assert "s3://bucket/nothing: no objects there" in capsys.readouterr().err
+
+
+def test_a_job_without_rules_says_so_and_counts_nothing() -> None:
+    assert rule_lines({}) == ["rules: the job has no Debugger or Profiler rules"]
+    one = {
+        "DebugRuleEvaluationStatuses": [
+            {"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "NoIssuesFound"}
+        ]
+    }
+    assert rule_lines(one)[-1] == "rules fired: 0 of 1"

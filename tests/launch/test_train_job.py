@@ -431,3 +431,10 @@ def test_s3_prefixes_end_in_a_slash_so_a_zip_beside_the_folder_is_not_read(given
     from dogbreed.launch.session import check_s3_prefix
 
     assert check_s3_prefix(given, "the data", allow_file=True) == sent
+
+
+def test_the_checkpoint_local_path_is_where_the_trainer_looks() -> None:
+    from dogbreed.job_paths import JobPaths
+    from dogbreed.launch.jobs import CHECKPOINT_LOCAL_PATH
+
+    assert str(JobPaths.from_env({}).checkpoint_dir) == CHECKPOINT_LOCAL_PATH

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dogbreed import metrics
+from dogbreed.contract import CHECKPOINTS, OPT_ML
 from dogbreed.launch import LaunchError
 from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 from dogbreed.launch.layout import check_layout
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
 INPUT_MODES = ("File", "FastFile")
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+CHECKPOINT_LOCAL_PATH = str(OPT_ML / CHECKPOINTS)  # JobPaths.checkpoint_dir in the container
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
 
 

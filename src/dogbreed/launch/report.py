@@ -225,10 +225,9 @@ def rule_lines(job: dict[str, Any]) -> list[str]:
             detail = f" - {status['StatusDetails']}" if status.get("StatusDetails") else ""
             lines.append(f"rule {status['RuleConfigurationName']}: {mark}{detail}")
     if not lines:
-        lines.append("rules: the job has no Debugger or Profiler rules")
+        return ["rules: the job has no Debugger or Profiler rules"]
     fired = [line for line in lines if ": FIRED" in line]
-    lines.append(f"rules fired: {len(fired)} of {len(lines)}")
-    return lines
+    return [*lines, f"rules fired: {len(fired)} of {len(lines)}"]
 
 
 def fetch_profiler_report(aws: Aws, job: dict[str, Any], out_dir: Path) -> list[Path]:
