@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dogbreed.launch import defaults
+
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
@@ -61,12 +63,14 @@ def _job_options(parser: argparse.ArgumentParser, required: bool = True) -> None
         help="a hyperparameter for the trainer (repeatable), e.g. --hp optimizer=adamw",
     )
     compute = parser.add_argument_group("compute")
-    compute.add_argument("--instance-type", default="ml.g4dn.xlarge")
+    compute.add_argument("--instance-type", default=defaults.TRAINING_INSTANCE_TYPE)
     compute.add_argument(
         "--instance-count", type=int, default=1, help="> 1 runs PyTorch DDP across instances"
     )
-    compute.add_argument("--volume-gb", type=int, default=30)
-    compute.add_argument("--max-runtime", type=int, default=4 * 3600, help="seconds per job")
+    compute.add_argument("--volume-gb", type=int, default=defaults.VOLUME_GB)
+    compute.add_argument(
+        "--max-runtime", type=int, default=defaults.MAX_RUNTIME_S, help="seconds per job"
+    )
     compute.add_argument("--spot", action="store_true", help="managed spot training (checkpointed)")
     compute.add_argument("--max-wait", type=int, help="spot: seconds to wait for capacity + run")
     compute.add_argument(
@@ -254,9 +258,14 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         help="comma-separated built-in rules: Debugger rules and profiler rules (e.g. "
         f"{', '.join(PROFILER_RULE_EXAMPLES)}) (default: %(default)s)",
     )
-    debug.add_argument("--losses-interval", type=int, default=10, help="steps between saved losses")
-    debug.add_argument("--weights-interval", type=int, default=100)
-    debug.add_argument("--gradients-interval", type=int, default=100)
+    debug.add_argument(
+        "--losses-interval",
+        type=int,
+        default=defaults.LOSSES_INTERVAL,
+        help="steps between saved losses",
+    )
+    debug.add_argument("--weights-interval", type=int, default=defaults.WEIGHTS_INTERVAL)
+    debug.add_argument("--gradients-interval", type=int, default=defaults.GRADIENTS_INTERVAL)
     debug.add_argument(
         "--no-profiler",
         action="store_true",
@@ -343,7 +352,7 @@ def configure_deploy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", help="endpoint (and model, config) name (default: dogbreed-<time>)"
     )
-    parser.add_argument("--instance-type", default="ml.m5.large")
+    parser.add_argument("--instance-type", default=defaults.SERVING_INSTANCE_TYPE)
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     scaling = parser.add_argument_group("autoscaling (on when --autoscale-max is given)")
@@ -423,7 +432,7 @@ def configure_transform(parser: argparse.ArgumentParser) -> None:
         "--image", help="serving image URI, to create a model from --job/--model-data"
     )
     parser.add_argument("--name", help="transform job name (default: dogbreed-batch-<time>)")
-    parser.add_argument("--instance-type", default="ml.m5.large")
+    parser.add_argument("--instance-type", default=defaults.SERVING_INSTANCE_TYPE)
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument(
         "--max-concurrent",

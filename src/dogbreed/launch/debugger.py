@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch import LaunchError, defaults
 from dogbreed.launch.session import check_s3_uri
 
 #: The built-in Debugger rules a job gets unless told otherwise.
@@ -38,9 +38,9 @@ class DebuggerSettings:
 
     s3_output: str
     tensors: bool = True
-    losses_interval: int = 10
-    weights_interval: int = 100
-    gradients_interval: int = 100
+    losses_interval: int = defaults.LOSSES_INTERVAL
+    weights_interval: int = defaults.WEIGHTS_INTERVAL
+    gradients_interval: int = defaults.GRADIENTS_INTERVAL
     rules: Sequence[str] = DEFAULT_RULES
     profiler: bool = True
     profiling_interval_ms: int = 500

@@ -12,12 +12,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch import LaunchError, defaults
 from dogbreed.launch.session import Aws, check_name, check_s3_uri
 
 VARIANT = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class EndpointSpec:
     image_uri: str
     model_data: str
     role_arn: str
-    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_type: str = defaults.SERVING_INSTANCE_TYPE
     instance_count: int = 1
     environment: Mapping[str, str] = field(default_factory=dict)
     autoscaling: Autoscaling | None = None

@@ -15,14 +15,13 @@ from typing import Any
 
 from dogbreed import metrics
 from dogbreed.contract import CHECKPOINTS, OPT_ML
-from dogbreed.launch import LaunchError
+from dogbreed.launch import LaunchError, defaults
 from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 from dogbreed.launch.layout import check_layout
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
 INPUT_MODES = ("File", "FastFile")
 CHECKPOINT_LOCAL_PATH = str(OPT_ML / CHECKPOINTS)  # JobPaths.checkpoint_dir in the container
-DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,10 @@ class TrainingJobSpec:
     output_s3: str
     channels: Mapping[str, str]
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
-    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_type: str = defaults.TRAINING_INSTANCE_TYPE
     instance_count: int = 1
-    volume_gb: int = 30
-    max_runtime_s: int = 4 * 3600
+    volume_gb: int = defaults.VOLUME_GB
+    max_runtime_s: int = defaults.MAX_RUNTIME_S
     input_mode: str = "File"
     spot: bool = False
     max_wait_s: int | None = None

@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch import LaunchError, defaults
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
-DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 #: SageMaker's limit on MaxConcurrentTransforms x MaxPayloadInMB.
 MAX_CONCURRENT_PAYLOAD_MB = 100
 
@@ -25,7 +24,7 @@ class TransformSpec:
     model_name: str
     input_uri: str
     output_uri: str
-    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_type: str = defaults.SERVING_INSTANCE_TYPE
     instance_count: int = 1
     max_concurrent: int = 0  # 0: let SageMaker ask the container (/execution-parameters)
     max_payload_mb: int = 6
