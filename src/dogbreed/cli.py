@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, REALTIME_MAX_PAYLOAD_MB
 from dogbreed.launch import defaults
 
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -439,10 +440,13 @@ def configure_transform(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="requests at a time per instance (0: ask the container); "
-        "x --max-payload-mb must be <= 100",
+        f"x --max-payload-mb must be <= {BATCH_MAX_PAYLOAD_MB}",
     )
     parser.add_argument(
-        "--max-payload-mb", type=int, default=6, help="largest request in MB, 1-100 (default: 6)"
+        "--max-payload-mb",
+        type=int,
+        default=REALTIME_MAX_PAYLOAD_MB,
+        help=f"largest request in MB, 1-{BATCH_MAX_PAYLOAD_MB} (default: %(default)s)",
     )
     parser.add_argument("--wait", action="store_true")
     _aws_options(parser, role=True)

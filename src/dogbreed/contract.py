@@ -1,4 +1,4 @@
-"""Names the training job, the launcher and the server share, in a module without torch.
+"""Names and limits the training job, the launcher and the server share, in a module without torch.
 
 The launcher runs on a laptop that has no torch; it checks data layouts and hyperparameters
 against these same names before any AWS call.
@@ -22,3 +22,10 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
 }
 #: Residual stages from input to output; ``trainable=<stage>`` trains that stage and all after it.
 STAGES: tuple[str, ...] = ("all", "layer1", "layer2", "layer3", "layer4", "head")
+
+#: SageMaker's payload limits, in MiB: one real-time request (InvokeEndpoint), which is also the
+#: server's and a batch transform's default; one batch transform request, which also bounds
+#: MaxConcurrentTransforms x MaxPayloadInMB.
+MIB = 1024 * 1024
+REALTIME_MAX_PAYLOAD_MB = 6
+BATCH_MAX_PAYLOAD_MB = 100

@@ -15,10 +15,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 from PIL import Image, UnidentifiedImageError
 
+from dogbreed.contract import MIB, REALTIME_MAX_PAYLOAD_MB
 from dogbreed.launch import LaunchError
 from dogbreed.launch.session import Aws
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time limit
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 
 
@@ -37,9 +37,10 @@ def read_image(path: str | Path) -> ImageFile:
     size = path.stat().st_size
     if size == 0:
         raise LaunchError(f"{path}: the file is empty")
-    if size > MAX_PAYLOAD_BYTES:
+    if size > REALTIME_MAX_PAYLOAD_MB * MIB:
         raise LaunchError(
-            f"{path}: {size} bytes is over SageMaker's 6 MB real-time payload limit; "
+            f"{path}: {size} bytes is over SageMaker's {REALTIME_MAX_PAYLOAD_MB} MB real-time "
+            "payload limit; "
             "resize it or use `dogbreed transform`"
         )
     data = path.read_bytes()

@@ -11,11 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, REALTIME_MAX_PAYLOAD_MB
 from dogbreed.launch import LaunchError, defaults
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
-
-#: SageMaker's limit on MaxConcurrentTransforms x MaxPayloadInMB.
-MAX_CONCURRENT_PAYLOAD_MB = 100
 
 
 @dataclass(frozen=True)
@@ -27,21 +25,23 @@ class TransformSpec:
     instance_type: str = defaults.SERVING_INSTANCE_TYPE
     instance_count: int = 1
     max_concurrent: int = 0  # 0: let SageMaker ask the container (/execution-parameters)
-    max_payload_mb: int = 6
+    max_payload_mb: int = REALTIME_MAX_PAYLOAD_MB
 
 
 def transform_request(spec: TransformSpec, local: bool = False) -> dict[str, Any]:
     check_name(spec.name)
     check_name(spec.model_name)
-    if not 1 <= spec.max_payload_mb <= 100:
-        raise LaunchError(f"max payload must be 1-100 MB; got {spec.max_payload_mb}")
+    if not 1 <= spec.max_payload_mb <= BATCH_MAX_PAYLOAD_MB:
+        raise LaunchError(
+            f"max payload must be 1-{BATCH_MAX_PAYLOAD_MB} MB; got {spec.max_payload_mb}"
+        )
     if spec.instance_count < 1:
         raise LaunchError(f"instance count must be >= 1; got {spec.instance_count}")
     if spec.max_concurrent < 0:
         raise LaunchError(f"max concurrent transforms must be >= 0; got {spec.max_concurrent}")
-    if spec.max_concurrent * spec.max_payload_mb > MAX_CONCURRENT_PAYLOAD_MB:
+    if spec.max_concurrent * spec.max_payload_mb > BATCH_MAX_PAYLOAD_MB:
         raise LaunchError(
-            f"max concurrent transforms x max payload must be <= {MAX_CONCURRENT_PAYLOAD_MB} MB; "
+            f"max concurrent transforms x max payload must be <= {BATCH_MAX_PAYLOAD_MB} MB; "
             f"got {spec.max_concurrent} x {spec.max_payload_mb} MB"
         )
     request: dict[str, Any] = {

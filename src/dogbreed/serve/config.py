@@ -22,11 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-MIB = 1024 * 1024
-#: SageMaker's real-time payload limit: 6 MB (6,291,456 bytes).
-DEFAULT_MAX_PAYLOAD_MB = 6
-#: SageMaker batch transform accepts at most 100 MB per request.
-MAX_PAYLOAD_MB_LIMIT = 100
+from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, MIB, REALTIME_MAX_PAYLOAD_MB
+
 #: SageMaker waits 60 s for an answer from /invocations.
 DEFAULT_TIMEOUT_S = 60
 #: Largest forward pass on GPU, where the CPU's mmap-ceiling rule (predictor.cpu_batch_size) does
@@ -193,10 +190,10 @@ def max_queue_wait_s(env: Mapping[str, str], timeout_s: int) -> float:
 
 def payload_limit_mb(env: Mapping[str, str]) -> int:
     """The body limit in MiB, at most batch transform's 100."""
-    value = _int(env, ("SAGEMAKER_MAX_PAYLOAD_IN_MB",), DEFAULT_MAX_PAYLOAD_MB)
-    if value > MAX_PAYLOAD_MB_LIMIT:
+    value = _int(env, ("SAGEMAKER_MAX_PAYLOAD_IN_MB",), REALTIME_MAX_PAYLOAD_MB)
+    if value > BATCH_MAX_PAYLOAD_MB:
         raise ConfigError(
-            f"SAGEMAKER_MAX_PAYLOAD_IN_MB must be <= {MAX_PAYLOAD_MB_LIMIT}, got {value}"
+            f"SAGEMAKER_MAX_PAYLOAD_IN_MB must be <= {BATCH_MAX_PAYLOAD_MB}, got {value}"
         )
     return value
 
@@ -254,7 +251,7 @@ class ServerSettings:
         """Concurrent requests that keep every worker's batches full (batch transform's hint),
         within SageMaker's rule MaxConcurrentTransforms x MaxPayloadInMB <= 100."""
         wanted = self.workers * max(8, self.max_batch_size or 16)
-        return max(1, min(wanted, MAX_PAYLOAD_MB_LIMIT // max(1, self.max_payload_mb)))
+        return max(1, min(wanted, BATCH_MAX_PAYLOAD_MB // max(1, self.max_payload_mb)))
 
     @classmethod
     def from_env(

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torchvision.transforms import v2 as T
 
 from dogbreed.artifact import ModelSpec, load_artifact
 from dogbreed.model import stem_activation_bytes
-from dogbreed.presets import decode_rgb, eval_transform
+from dogbreed.presets import decode_rgb, eval_resize_size, eval_transform
 from dogbreed.serve.admission import Admission
 from dogbreed.serve.batcher import Batcher
 
@@ -74,14 +73,6 @@ def cpu_batch_size(image_size: int, cap: int = 16) -> int:
     while batch * 2 <= cap and batch * 2 * stem_activation_bytes(image_size) <= MMAP_CEILING_BYTES:
         batch *= 2
     return batch
-
-
-def _resize_size(transform: T.Compose) -> int:
-    """The short-side size the eval transform resizes to (read from it, not re-derived)."""
-    for step in transform.transforms:
-        if isinstance(step, T.Resize) and step.size:
-            return int(step.size[0] if isinstance(step.size, list | tuple) else step.size)
-    raise ValueError("the eval transform has no Resize step")
 
 
 def decode_image(data: bytes, max_pixels: int, resize_to: int, what: str = "image") -> Image.Image:
@@ -171,7 +162,7 @@ class Predictor:
         self.device = device
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.transform = eval_transform(spec.image_size, spec.mean, spec.std)
-        self.resize_to = _resize_size(self.transform)
+        self.resize_to = eval_resize_size(spec.image_size)
         self.max_image_pixels = max_image_pixels
         self.timeout_s = timeout_s
         self.torch_threads = torch_threads
