@@ -190,6 +190,7 @@ def run_tune(args: argparse.Namespace) -> int:
         best_job,
         parse_ranges,
         start_tuning_job,
+        tuning_timeout_s,
         wait_for_tuning_job,
     )
 
@@ -226,7 +227,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if not args.wait:
         print(f"check it with: dogbreed tune --status {name}")
         return 0
-    print(wait_for_tuning_job(aws, name).summary())
+    print(wait_for_tuning_job(aws, name, tuning_timeout_s(request)).summary())
     return 0
 
 
@@ -319,6 +320,7 @@ def run_train(args: argparse.Namespace) -> int:
         parse_key_values,
         start_training_job,
         wait_for_training_job,
+        wait_timeout_s,
     )
     from dogbreed.launch.session import Aws, unique_name
     from dogbreed.launch.tune import best_hyperparameters, merge
@@ -332,10 +334,11 @@ def run_train(args: argparse.Namespace) -> int:
     debugger = _debugger_settings(args, aws.region)
     name = args.name or unique_name("dogbreed-train")
     spec = _training_spec(args, aws, name, hyperparameters, debugger)
-    start_training_job(aws, spec, announce=print)
+    request = start_training_job(aws, spec, announce=print)
     if aws.local or args.wait:
         if not aws.local:
-            wait_for_training_job(aws, name, on_status=print)
+            timeout_s = wait_timeout_s(request["StoppingCondition"])
+            wait_for_training_job(aws, name, timeout_s, on_status=print)
         print(f"model: {model_artifact_of(aws, name)}")
     else:
         print(f"follow it in the console, then: dogbreed deploy --job {name} ...")

@@ -8,7 +8,6 @@ whole data set (``FullyReplicated``) and the trainer shards it with a distribute
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +17,13 @@ from dogbreed.contract import CHECKPOINTS, OPT_ML
 from dogbreed.launch import LaunchError, defaults
 from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 from dogbreed.launch.layout import check_layout
+from dogbreed.launch.poll import poll, raise_if_failed
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
 INPUT_MODES = ("File", "FastFile")
 CHECKPOINT_LOCAL_PATH = str(OPT_ML / CHECKPOINTS)  # JobPaths.checkpoint_dir in the container
+#: What a wait allows a job beyond its StoppingCondition: provisioning, image pull, model upload.
+WAIT_SLACK_S = 3600
 
 
 @dataclass(frozen=True)
@@ -175,27 +177,39 @@ def start_training_job(
     return request
 
 
+def wait_timeout_s(stopping_condition: Mapping[str, int]) -> int:
+    """How long to wait for a job with this ``StoppingCondition``: its longest life + slack."""
+    longest = stopping_condition.get(
+        "MaxWaitTimeInSeconds", stopping_condition["MaxRuntimeInSeconds"]
+    )
+    return longest + WAIT_SLACK_S
+
+
 def wait_for_training_job(
-    aws: Aws, name: str, poll_s: float = 30.0, on_status: Callable[[str], None] | None = None
+    aws: Aws,
+    name: str,
+    timeout_s: float,
+    poll_s: float = 30.0,
+    on_status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Poll ``DescribeTrainingJob`` until the job ends; raise with its FailureReason if it failed.
 
     ``on_status`` hears every new secondary status (Starting, Downloading, Training, ...).
     """
     last = None
-    while True:
+
+    def probe() -> dict[str, Any] | None:
+        nonlocal last
         job = aws.sagemaker.describe_training_job(TrainingJobName=name)
         status = job["TrainingJobStatus"]
         secondary = job.get("SecondaryStatus", status)
         if on_status and secondary != last:
             on_status(f"{name}: {secondary}")
             last = secondary
-        if status == "Completed":
-            return job
-        if status in ("Failed", "Stopped"):
-            reason = job.get("FailureReason", "no reason given")
-            raise LaunchError(f"training job {name} {status.lower()}: {reason}")
-        time.sleep(poll_s)
+        raise_if_failed(job, status, f"training job {name}")
+        return job if status == "Completed" else None
+
+    return poll(probe, f"training job {name} to end", timeout_s, poll_s)
 
 
 def model_artifact_of(aws: Aws, job_name: str) -> str:

@@ -7,13 +7,17 @@ under the output prefix as ``<key>.out``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, REALTIME_MAX_PAYLOAD_MB
 from dogbreed.launch import LaunchError, defaults
+from dogbreed.launch.poll import poll, raise_if_failed
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
+
+#: How long a wait allows a transform job, which has no stopping condition: a day, against the
+#: ~10 minutes of docs/aws.md's example.
+WAIT_TIMEOUT_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,15 @@ def start_transform(aws: Aws, spec: TransformSpec) -> dict[str, Any]:
     return request
 
 
-def wait_for_transform(aws: Aws, name: str, poll_s: float = 30.0) -> dict[str, Any]:
-    while True:
+def wait_for_transform(
+    aws: Aws, name: str, timeout_s: float = WAIT_TIMEOUT_S, poll_s: float = 30.0
+) -> dict[str, Any]:
+    """Poll ``DescribeTransformJob`` until the job ends; raise with its FailureReason if it failed."""
+
+    def probe() -> dict[str, Any] | None:
         job = aws.sagemaker.describe_transform_job(TransformJobName=name)
         status = job["TransformJobStatus"]
-        if status == "Completed":
-            return job
-        if status in ("Failed", "Stopped"):
-            reason = job.get("FailureReason", "no reason given")
-            raise LaunchError(f"transform job {name} {status.lower()}: {reason}")
-        time.sleep(poll_s)
+        raise_if_failed(job, status, f"transform job {name}")
+        return job if status == "Completed" else None
+
+    return poll(probe, f"transform job {name} to end", timeout_s, poll_s)

@@ -12,15 +12,15 @@ tuning job cannot launch training jobs that would fail on their first line.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dogbreed import metrics
 from dogbreed.launch import LaunchError, strategies
-from dogbreed.launch.jobs import TrainingJobSpec, training_job_request
+from dogbreed.launch.jobs import TrainingJobSpec, training_job_request, wait_timeout_s
 from dogbreed.launch.layout import check_layout
+from dogbreed.launch.poll import poll
 from dogbreed.launch.session import Aws, check_name
 
 #: The seed's search space: what ``dogbreed tune`` explores unless told otherwise.
@@ -259,15 +259,27 @@ def best_job(aws: Aws, tuning_job: str) -> BestJob:
     )
 
 
-def wait_for_tuning_job(aws: Aws, tuning_job: str, poll_s: float = 60.0) -> BestJob:
-    while True:
+def tuning_timeout_s(request: Mapping[str, Any]) -> int:
+    """How long to wait for a tuning job: its rounds of parallel trials, each as long as a trial."""
+    limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
+    rounds = -(-limits["MaxNumberOfTrainingJobs"] // limits["MaxParallelTrainingJobs"])
+    return rounds * wait_timeout_s(request["TrainingJobDefinition"]["StoppingCondition"])
+
+
+def wait_for_tuning_job(
+    aws: Aws, tuning_job: str, timeout_s: float, poll_s: float = 60.0
+) -> BestJob:
+    """Poll until the tuning job ends (Completed, Stopped or Failed); then its best job so far."""
+
+    def probe() -> str | None:
         described = aws.sagemaker.describe_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=tuning_job
         )
         status = described["HyperParameterTuningJobStatus"]
-        if status in ("Completed", "Stopped", "Failed"):
-            return best_job(aws, tuning_job)
-        time.sleep(poll_s)
+        return status if status in ("Completed", "Stopped", "Failed") else None
+
+    poll(probe, f"tuning job {tuning_job} to end", timeout_s, poll_s)
+    return best_job(aws, tuning_job)
 
 
 def hyperparameters_of(aws: Aws, training_job: str) -> dict[str, str]:
