@@ -12,6 +12,8 @@ from pathlib import PurePosixPath
 OPT_ML = PurePosixPath("/opt/ml")
 #: Where a training job keeps checkpoints, under OPT_ML: the launcher's CheckpointConfig.LocalPath.
 CHECKPOINTS = "checkpoints"
+#: Where the training job writes the model and the server reads it, under OPT_ML.
+MODEL = "model"
 
 #: The splits of a data set, and the folder or channel names each may go by.
 SPLITS: tuple[str, ...] = ("train", "valid", "test")

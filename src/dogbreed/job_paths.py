@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dogbreed.atomic import write_atomically
-from dogbreed.contract import CHECKPOINTS, OPT_ML
+from dogbreed.contract import CHECKPOINTS, MODEL, OPT_ML
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class JobPaths:
         output_dir = Path(env.get("SM_OUTPUT_DIR", base / "output"))
         return cls(
             base=base,
-            model_dir=Path(env.get("SM_MODEL_DIR", base / "model")),
+            model_dir=Path(env.get("SM_MODEL_DIR", base / MODEL)),
             output_dir=output_dir,
             output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", output_dir / "data")),
             input_config_dir=Path(env.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),

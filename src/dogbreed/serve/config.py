@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, MIB, REALTIME_MAX_PAYLOAD_MB
+from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, MIB, MODEL, OPT_ML, REALTIME_MAX_PAYLOAD_MB
 
 #: SageMaker waits 60 s for an answer from /invocations.
 DEFAULT_TIMEOUT_S = 60
@@ -271,7 +271,7 @@ class ServerSettings:
         max_batch_size = _int(env, ("DOGBREED_MAX_BATCH_SIZE",), default_batch)
         timeout_s = _int(env, TIMEOUT, DEFAULT_TIMEOUT_S)
         return cls(
-            model_dir=Path(env.get("SM_MODEL_DIR") or "/opt/ml/model"),
+            model_dir=Path(env.get("SM_MODEL_DIR") or OPT_ML / MODEL),
             host="0.0.0.0",
             port=bind_port(env),
             device="cuda" if gpus else "cpu",
