@@ -114,13 +114,4 @@ def eval_transform(
     std: Sequence[float] = IMAGENET_STD,
 ) -> T.Compose:
     """:func:`eval_crop` then :func:`normalize`: RGB PIL image -> float32 tensor."""
-    return T.Compose([*eval_crop(image_size).transforms, Normalize(mean, std)])
-
-
-def train_transform(
-    image_size: int = 224,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> T.Compose:
-    """:func:`train_crop` then :func:`normalize`: RGB PIL image -> float32 tensor."""
-    return T.Compose([*train_crop(image_size).transforms, Normalize(mean, std)])
+    return T.Compose([eval_crop(image_size), Normalize(mean, std)])

@@ -15,7 +15,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -232,7 +232,7 @@ class Trainer:
             or TrainingState()
         )
 
-    def _batches(self, dataset: ImageDataset, batches: object) -> BatchLoader:
+    def _batches(self, dataset: ImageDataset, batches: Iterable[list[int]]) -> BatchLoader:
         pin = self.world.device.type == "cuda"
         return BatchLoader(dataset, batches, self.plan, self.hp.stall_timeout, pin)
 
