@@ -18,3 +18,7 @@ MAX_RUNTIME_S = 4 * 3600
 LOSSES_INTERVAL = 10
 WEIGHTS_INTERVAL = 100
 GRADIENTS_INTERVAL = 100
+
+#: Tag on every model, endpoint config and endpoint the launcher creates, so `dogbreed endpoints`
+#: finds the live ones (and their cost) among an account's others.
+TOOL_TAG = {"Key": "dogbreed:created-by", "Value": "dogbreed"}
