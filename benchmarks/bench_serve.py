@@ -46,14 +46,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from dogbreed.artifact import ModelSpec, load_artifact, save_artifact
+from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, decode_rgb, eval_resize_size
 from dogbreed.model import build_model
-from dogbreed.presets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    decode_rgb,
-    eval_resize_size,
-    eval_transform,
-)
+from dogbreed.presets import eval_transform
 from dogbreed.serve.allocator import allocator_in_use, env_with_allocator
 from dogbreed.serve.config import available_cpus
 

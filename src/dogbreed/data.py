@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
 from dogbreed.contract import SPLIT_ALIASES, SPLITS
-from dogbreed.presets import decode_rgb
+from dogbreed.imaging import decode_rgb
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Image transforms: the one place that defines how pixels become tensors.
 
-Each transform is a crop to a uint8 tensor followed by :func:`normalize`. The training job's
+Each transform is a crop to a uint8 tensor followed by :func:`normalize`. The evaluation crop is
+:mod:`dogbreed.imaging`'s, which the torch-free server shares. The training job's
 loaders run only the crop (:func:`train_crop`, :func:`eval_crop`), so that batches cross from
 loader processes as uint8, a quarter of float32's bytes, and normalise after the transfer. The
 model server imports :func:`eval_transform`, which is the same crop and the same normalisation
@@ -9,53 +10,14 @@ in one step, so serving preprocesses exactly as validation did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.transforms import v2 as T
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-#: Eval resizes the short side to ``image_size / CROP_RATIO`` then centre-crops (224 -> 256 -> 224).
-CROP_RATIO = 0.875
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Apply EXIF orientation and convert any mode (L, P, CMYK, RGBA, I;16 ...) to RGB.
-
-    Transparent pixels are composited on white rather than left as whatever colour they hide.
-    """
-    image = ImageOps.exif_transpose(image)
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if image.mode.startswith("I") or image.mode == "F":
-        # 16/32-bit greyscale: scale to 8 bits before converting.
-        image = image.point(lambda v: v / 256).convert("L")
-    return image.convert("RGB")
-
-
-def decode_rgb(image: Image.Image, min_side: int) -> Image.Image:
-    """Decode an opened image to RGB; JPEGs at the smallest DCT scale keeping both sides >= min_side.
-
-    The reduced-scale decode (PIL ``draft``) is exact JPEG downscaling and makes large photos
-    several times cheaper to decode; it never goes below what the transform will crop.
-    """
-    if image.format == "JPEG":
-        image.draft("RGB", (min_side, min_side))
-    return to_rgb(image)
-
-
-def eval_resize_size(image_size: int) -> int:
-    """Short side the eval transform resizes to before its centre crop."""
-    return max(image_size, round(image_size / CROP_RATIO))
+from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, eval_crop_image, to_chw_uint8
 
 
 def normalize(
@@ -85,15 +47,14 @@ class Normalize:
         return normalize(image, self.mean, self.std)
 
 
-def eval_crop(image_size: int = 224) -> T.Compose:
-    """Resize the short side, centre-crop ``image_size``: RGB PIL image -> uint8 tensor."""
-    return T.Compose(
-        [
-            T.Resize(eval_resize_size(image_size), antialias=True),
-            T.CenterCrop(image_size),
-            T.PILToTensor(),
-        ]
-    )
+def eval_crop(image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:
+    """:func:`dogbreed.imaging.eval_crop_image` as a transform: RGB PIL image -> uint8 tensor."""
+    return partial(eval_crop_tensor, image_size=image_size)
+
+
+def eval_crop_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """Resize the short side, centre-crop ``image_size``: RGB PIL image -> uint8 (3, H, W) tensor."""
+    return torch.from_numpy(to_chw_uint8(eval_crop_image(image, image_size)))
 
 
 def train_crop(image_size: int = 224) -> T.Compose:

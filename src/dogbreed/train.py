@@ -61,6 +61,7 @@ from dogbreed.engine import (
     train_one_epoch,
 )
 from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
+from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
 from dogbreed.job_paths import JobPaths
 from dogbreed.loader import (
     BatchLoader,
@@ -82,7 +83,7 @@ from dogbreed.model import (
 )
 from dogbreed.optim import build_optimizer, build_scheduler
 from dogbreed.plots import plot_training_curves
-from dogbreed.presets import IMAGENET_MEAN, IMAGENET_STD, eval_crop, eval_resize_size, train_crop
+from dogbreed.presets import eval_crop, train_crop
 from dogbreed.sampling import EpochBatchSampler
 
 log = logging.getLogger("dogbreed.train")

@@ -13,7 +13,8 @@ from PIL import Image
 
 from dogbreed.artifact import load_artifact
 from dogbreed.data import ImageDataset
-from dogbreed.presets import eval_resize_size, eval_transform
+from dogbreed.imaging import eval_resize_size
+from dogbreed.presets import eval_transform
 
 from .conftest import CLASS_NAMES, Server, encode, jpeg_bytes
 

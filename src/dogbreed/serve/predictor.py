@@ -22,7 +22,8 @@ from torch import nn
 
 from dogbreed.artifact import ModelSpec, load_artifact
 from dogbreed.model import stem_activation_bytes
-from dogbreed.presets import decode_rgb, eval_resize_size, eval_transform
+from dogbreed.imaging import decode_rgb, eval_resize_size
+from dogbreed.presets import eval_transform
 from dogbreed.serve.admission import Admission
 from dogbreed.serve.batcher import Batcher
 
