@@ -22,6 +22,8 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "valid": ("valid", "validation", "val"),
     "test": ("test",),
 }
+#: File suffixes the trainer reads as images (lower case); the launcher uploads only these.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Residual stages from input to output; ``trainable=<stage>`` trains that stage and all after it.
 STAGES: tuple[str, ...] = ("all", "layer1", "layer2", "layer3", "layer4", "head")
 

@@ -22,12 +22,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
-from dogbreed.contract import SPLIT_ALIASES, SPLITS
+from dogbreed.contract import IMAGE_SUFFIXES, SPLIT_ALIASES, SPLITS
 from dogbreed.imaging import decode_rgb
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _NUMBER_PREFIX = re.compile(r"^\d+[._-]")
 
 
