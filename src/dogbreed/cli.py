@@ -226,6 +226,7 @@ def run_tune(args: argparse.Namespace) -> int:
     )
     if not args.wait:
         print(f"check it with: dogbreed tune --status {name}")
+        print(f"follow the best trial's logs: {_follow_command(args, name)}")
         return 0
     print(wait_for_tuning_job(aws, name, tuning_timeout_s(request)).summary())
     return 0
@@ -341,7 +342,8 @@ def run_train(args: argparse.Namespace) -> int:
             wait_for_training_job(aws, name, timeout_s, on_status=print)
         print(f"model: {model_artifact_of(aws, name)}")
     else:
-        print(f"follow it in the console, then: dogbreed deploy --job {name} ...")
+        print(f"follow its logs: {_follow_command(args, name)}")
+        print(f"then: dogbreed deploy --job {name} ...")
     return 0
 
 
@@ -508,6 +510,72 @@ def run_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- logs / status / endpoints ------------------------------------------------------------
+
+
+def _follow_command(args: argparse.Namespace, name: str) -> str:
+    from dogbreed.launch.watch import follow_command
+
+    return follow_command(name, args.region, args.profile)
+
+
+def configure_logs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name",
+        help="a training job, a tuning job (follows its best trial, or --trial) or an endpoint",
+    )
+    parser.add_argument("--trial", help="with a tuning job: the training job to follow")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep printing until the job ends (an endpoint: until it fails or is deleted)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to follow at most (default: the job's max runtime + 1 h; endpoints: 1 h)",
+    )
+    _aws_options(parser)
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from dogbreed.launch.watch import log_source, show_logs
+
+    aws = _connect(args)
+    source = log_source(aws, args.name, trial=args.trial)
+    ended = show_logs(aws, source, follow=args.follow, timeout_s=args.timeout)
+    if ended:
+        print(f"{source.kind} {source.name}: {ended}")
+    return 0 if ended in (None, "Completed", "Deleted") else 1
+
+
+def configure_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="a training job or a tuning job")
+    _aws_options(parser)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from dogbreed.launch.status import status_lines
+
+    print("\n".join(status_lines(_connect(args), args.name)))
+    return 0
+
+
+def configure_endpoints(parser: argparse.ArgumentParser) -> None:
+    _aws_options(parser)
+
+
+def run_endpoints(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from dogbreed.launch.endpoints import endpoint_table, tool_endpoints
+
+    aws = _connect(args)
+    now = datetime.now(UTC)
+    print("\n".join(endpoint_table(tool_endpoints(aws, now), aws.region, now)))
+    return 0
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -519,6 +587,12 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--job", help="training job: adds rule verdicts and the profiler report")
     parser.add_argument("--out", type=Path, default=Path("debugger-report"), help="output folder")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --job: first wait until its ProfilerReport rule has finished (at most the "
+        "job's max runtime + 1 h)",
+    )
     _aws_options(parser)
 
 
@@ -526,7 +600,11 @@ def run_report(args: argparse.Namespace) -> int:
     from dogbreed.launch.report import write_report
 
     aws = _connect(args) if args.job or (args.trial or "").startswith("s3://") else None
-    report = write_report(args.out, trial_path=args.trial, aws=aws, job_name=args.job)
+    if args.wait and args.job:
+        print(f"waiting for the ProfilerReport rule of training job {args.job} to finish")
+    report = write_report(
+        args.out, trial_path=args.trial, aws=aws, job_name=args.job, wait=args.wait
+    )
     print(report.text)
     print("wrote " + ", ".join(str(p) for p in report.files))
     return 0
@@ -555,6 +633,21 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         "loss and gradient plots, rule verdicts, profiler report",
         configure_report,
         run_report,
+    ),
+    "logs": (
+        "print or follow the CloudWatch logs of a training job, tuning trial or endpoint",
+        configure_logs,
+        run_logs,
+    ),
+    "status": (
+        "a training or tuning job's status, times and billed seconds",
+        configure_status,
+        run_status,
+    ),
+    "endpoints": (
+        "the live endpoints dogbreed made, with instances, age and cost per hour and month",
+        configure_endpoints,
+        run_endpoints,
     ),
 }
 

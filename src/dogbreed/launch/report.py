@@ -4,7 +4,7 @@ Reads an smdebug trial (a local folder or ``s3://`` prefix, or the one a trainin
 ``smdebug.trials.create_trial``. An S3 trial is first copied to a temporary folder with the
 session's S3 client: smdebug's own client would ignore ``--profile`` and ``--region``. With a job
 name it also reads the job's rule evaluation statuses and downloads the ProfilerReport rule's
-output when it exists.
+output when it exists; :func:`wait_for_profiler_report` first waits until that rule has finished.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dogbreed.launch import LaunchError
+from dogbreed.launch.poll import poll
 from dogbreed.launch.session import Aws
 
 TRAIN_COLOR = "#1f77b4"
@@ -28,6 +30,9 @@ LOSSES_PNG = "losses.png"
 GRADIENTS_PNG = "gradient_norms.png"
 SUMMARY_TXT = "summary.txt"
 Series = tuple[list[int], list[float]]
+PROFILER_REPORT = "ProfilerReport"
+#: A rule evaluation status that will not change any more.
+RULE_ENDED = ("NoIssuesFound", "IssuesFound", "Error", "Stopped")
 
 
 @dataclass
@@ -240,8 +245,48 @@ def fetch_profiler_report(aws: Aws, job: dict[str, Any], out_dir: Path) -> list[
         aws.client("s3"),
         rule_output,
         out_dir / "profiler-report",
-        keep=lambda relative: relative.startswith("ProfilerReport"),
+        keep=lambda relative: relative.startswith(PROFILER_REPORT),
     )
+
+
+def profiler_report_status(job: dict[str, Any]) -> str | None:
+    """The ProfilerReport rule's evaluation status; None when the job has no such rule."""
+    for status in job.get("ProfilerRuleEvaluationStatuses", []):
+        if status["RuleConfigurationName"].startswith(PROFILER_REPORT):
+            return status.get("RuleEvaluationStatus", "InProgress")
+    return None
+
+
+def wait_for_profiler_report(
+    aws: Aws,
+    job_name: str,
+    poll_s: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Poll ``DescribeTrainingJob`` until the ProfilerReport rule has finished; return the job.
+
+    The rule runs beside the job and finishes after it, so the wait allows the job's whole
+    stopping condition and an hour (:func:`~dogbreed.launch.jobs.wait_timeout_s`).
+    """
+    from dogbreed.launch.jobs import wait_timeout_s
+
+    job = aws.sagemaker.describe_training_job(TrainingJobName=job_name)
+    if profiler_report_status(job) is None:
+        raise LaunchError(
+            f"training job {job_name} has no {PROFILER_REPORT} rule (it ran with --no-profiler, "
+            "or where rules are unavailable): there is nothing to wait for; drop --wait"
+        )
+    first: dict[str, Any] | None = job
+
+    def probe() -> dict[str, Any] | None:
+        nonlocal first
+        current = first or aws.sagemaker.describe_training_job(TrainingJobName=job_name)
+        first = None
+        return current if profiler_report_status(current) in RULE_ENDED else None
+
+    what = f"the {PROFILER_REPORT} rule of training job {job_name}"
+    return poll(probe, what, wait_timeout_s(job["StoppingCondition"]), poll_s, clock, sleep)
 
 
 def write_report(
@@ -249,13 +294,25 @@ def write_report(
     trial_path: str | None = None,
     aws: Aws | None = None,
     job_name: str | None = None,
+    wait: bool = False,
 ) -> Report:
-    """Draw the pictures and write ``summary.txt``; with a job, add rules and the profiler report."""
+    """Draw the pictures and write ``summary.txt``; with a job, add rules and the profiler report.
+
+    ``wait`` first waits for the job's ProfilerReport rule to finish.
+    """
     job = None
+    if wait and not job_name:
+        raise LaunchError(
+            "--wait needs --job NAME: the training job whose profiler report to wait for"
+        )
     if job_name:
         if aws is None:
             raise LaunchError("a job name needs AWS access (region, credentials)")
-        job = aws.sagemaker.describe_training_job(TrainingJobName=job_name)
+        job = (
+            wait_for_profiler_report(aws, job_name)
+            if wait
+            else aws.sagemaker.describe_training_job(TrainingJobName=job_name)
+        )
         trial_path = trial_path or debugger_output_of(job)
     if not trial_path:
         raise LaunchError("give a trial (local folder or s3:// prefix) or --job NAME")
