@@ -33,3 +33,9 @@ STAGES: tuple[str, ...] = ("all", "layer1", "layer2", "layer3", "layer4", "head"
 MIB = 1024 * 1024
 REALTIME_MAX_PAYLOAD_MB = 6
 BATCH_MAX_PAYLOAD_MB = 100
+#: One Serverless Inference request (and response): 4 MB
+#: (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-invoke.html).
+SERVERLESS_MAX_PAYLOAD_MB = 4
+#: One Asynchronous Inference request, read from S3: up to 1 GB
+#: (https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference.html).
+ASYNC_MAX_PAYLOAD_MB = 1024

@@ -2,80 +2,43 @@
 
 from __future__ import annotations
 
-import io
-import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from botocore.response import StreamingBody
 from PIL import Image
 
 from dogbreed.cli import main
 
 from .conftest import ROLE, SERVE_IMAGE
-
-MODEL_DATA = "s3://bucket/runs/dogbreed-train-1/output/model.tar.gz"
-NAME = {"EndpointName": "dogs"}
-DEPLOY_ARGS = [
-    "deploy",
-    "--model-data",
+from .endpoint_stubs import (
+    ARN,
+    DEPLOY_ARGS,
     MODEL_DATA,
-    "--image",
-    SERVE_IMAGE,
-    "--role",
-    ROLE,
-    "--name",
-    "dogs",
-]
+    NAME,
+    SLIM_IMAGE,
+    TAGS,
+    TOP,
+    endpoint,
+    predictions_json,
+    streaming,
+    stub_config_description,
+    stub_deploy,
+    stub_target,
+)
 
-
-def endpoint(status: str) -> dict:
-    return {
-        "EndpointName": "dogs",
-        "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/e",
-        "EndpointConfigName": "dogs",
-        "EndpointStatus": status,
-        "CreationTime": datetime(2026, 1, 1),
-        "LastModifiedTime": datetime(2026, 1, 1),
-    }
+BOTH_IMAGES = ["--slim-image", SLIM_IMAGE, "--serve-image", SERVE_IMAGE]
 
 
 def test_deploy_with_autoscaling(stub, capsys, monkeypatch) -> None:
     monkeypatch.setattr("time.sleep", lambda s: None)  # the waiter's delay
     sm, scaling = stub("sagemaker"), stub("application-autoscaling")
-    sm.add_response(
-        "create_model",
-        {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/m"},
-        {
-            "ModelName": "dogs",
-            "PrimaryContainer": {
-                "Image": SERVE_IMAGE,
-                "ModelDataUrl": MODEL_DATA,
-                "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
-            },
-            "ExecutionRoleArn": ROLE,
-        },
-    )
-    sm.add_response(
-        "create_endpoint_config",
-        {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/c"},
-        {
-            "EndpointConfigName": "dogs",
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": "dogs",
-                    "InstanceType": "ml.c5.xlarge",
-                    "InitialInstanceCount": 1,
-                }
-            ],
-        },
-    )
-    sm.add_response(
-        "create_endpoint",
-        {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/e"},
-        {"EndpointName": "dogs", "EndpointConfigName": "dogs"},
+    stub_deploy(
+        sm,
+        SLIM_IMAGE,
+        {"InstanceType": "ml.c5.xlarge", "InitialInstanceCount": 1},
+        {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
     )
     sm.add_response("describe_endpoint", endpoint("Creating"), NAME)
     sm.add_response("describe_endpoint", endpoint("InService"), NAME)
@@ -92,7 +55,7 @@ def test_deploy_with_autoscaling(stub, capsys, monkeypatch) -> None:
     )
     scaling.add_response(
         "put_scaling_policy",
-        {"PolicyARN": "arn:aws:sagemaker:us-east-1:123456789012:thing/p", "Alarms": []},
+        {"PolicyARN": ARN + "p", "Alarms": []},
         {
             "PolicyName": "dogs-invocations",
             "ServiceNamespace": "sagemaker",
@@ -112,6 +75,7 @@ def test_deploy_with_autoscaling(stub, capsys, monkeypatch) -> None:
     sm.add_response("describe_endpoint", endpoint("InService"), NAME)
     args = [
         *DEPLOY_ARGS,
+        *BOTH_IMAGES,
         "--instance-type",
         "ml.c5.xlarge",
         "--env",
@@ -125,13 +89,79 @@ def test_deploy_with_autoscaling(stub, capsys, monkeypatch) -> None:
     assert "endpoint dogs: InService" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("images", "instance_type", "chosen", "said", "warning"),
+    [
+        (BOTH_IMAGES, "ml.c5.xlarge", SLIM_IMAGE, "slim serving image (ONNX Runtime) for CPU", ""),
+        (BOTH_IMAGES, "ml.g4dn.xlarge", SERVE_IMAGE, "torch serving image for GPU", ""),
+        (BOTH_IMAGES, "ml.p3.2xlarge", SERVE_IMAGE, "torch serving image for GPU", ""),
+        (
+            BOTH_IMAGES,
+            "ml.c7g.large",
+            SLIM_IMAGE,
+            "slim serving image (ONNX Runtime) for CPU (ml.c7g.large) (Graviton, arm64: "
+            "the image must be built for linux/arm64)",
+            "",
+        ),
+        (
+            ["--image", SERVE_IMAGE],
+            "ml.m5.large",
+            SERVE_IMAGE,
+            "torch serving image on CPU (ml.m5.large): the only image given",
+            "about 5.9 GB of CUDA libraries",
+        ),
+        (
+            ["--slim-image", SLIM_IMAGE],
+            "ml.g5.xlarge",
+            SLIM_IMAGE,
+            "slim serving image (ONNX Runtime) on GPU (ml.g5.xlarge)",
+            "has a GPU that the slim image leaves idle",
+        ),
+    ],
+)
+def test_deploy_picks_the_slim_image_on_cpu_and_the_torch_image_on_gpu(
+    stub, capsys, images, instance_type, chosen, said, warning
+) -> None:
+    sm = stub("sagemaker")
+    stub_deploy(sm, chosen, {"InstanceType": instance_type, "InitialInstanceCount": 1})
+    sm.add_response("describe_endpoint", endpoint("Creating"), NAME)
+    args = [*DEPLOY_ARGS, *images, "--instance-type", instance_type, "--no-wait"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert f"image: {said}" in captured.out and chosen in captured.out
+    assert (warning in captured.err) if warning else "warning" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--instance-type", "ml.inf2.xlarge"], "Inferentia/Trainium instance"),
+        (["--instance-type", "ml.trn1.2xlarge"], "Neuron-compiled model"),
+        (["--instance-type", "m5.large"], "not a SageMaker instance type"),
+    ],
+)
+def test_deploy_refuses_instance_types_it_cannot_serve_before_any_request(
+    stub, capsys, args, complaint
+) -> None:
+    stub("sagemaker")  # nothing queued: any request fails the test
+    assert main([*DEPLOY_ARGS, *BOTH_IMAGES, *args]) == 1
+    assert complaint in capsys.readouterr().err
+
+
+def test_deploy_without_an_image_says_which_flags_to_pass(stub, capsys) -> None:
+    stub("sagemaker")
+    assert main(DEPLOY_ARGS) == 1
+    err = capsys.readouterr().err
+    assert "no serving image" in err and "--slim-image" in err and "--serve-image" in err
+
+
 def test_deploy_from_a_training_job_uses_its_model_artifact(stub) -> None:
     sm = stub("sagemaker")
     sm.add_response(
         "describe_training_job",
         {
             "TrainingJobName": "dogbreed-train-1",
-            "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/t",
+            "TrainingJobArn": ARN + "t",
             "TrainingJobStatus": "Completed",
             "SecondaryStatus": "Completed",
             "CreationTime": datetime(2026, 1, 1),
@@ -146,61 +176,31 @@ def test_deploy_from_a_training_job_uses_its_model_artifact(stub) -> None:
         },
         {"TrainingJobName": "dogbreed-train-1"},
     )
-    sm.add_response(
-        "create_model",
-        {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/m"},
-        {
-            "ModelName": "dogs",
-            "PrimaryContainer": {
-                "Image": SERVE_IMAGE,
-                "ModelDataUrl": MODEL_DATA,
-                "Environment": {},
-            },
-            "ExecutionRoleArn": ROLE,
-        },
-    )
-    sm.add_response(
-        "create_endpoint_config",
-        {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/c"},
-    )
-    sm.add_response(
-        "create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/e"}
-    )
+    stub_deploy(sm, SLIM_IMAGE, {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1})
     sm.add_response("describe_endpoint", endpoint("Creating"), NAME)
-    args = [
-        "deploy",
-        "--job",
-        "dogbreed-train-1",
-        "--image",
-        SERVE_IMAGE,
-        "--role",
-        ROLE,
-        "--name",
-        "dogs",
-        "--no-wait",
-    ]
-    assert main(args) == 0
+    args = ["deploy", "--job", "dogbreed-train-1", "--slim-image", SLIM_IMAGE]
+    assert main([*args, "--role", ROLE, "--name", "dogs", "--no-wait"]) == 0
 
 
-def test_cleanup_deletes_target_endpoint_config_and_model(stub, capsys) -> None:
-    sm, scaling = stub("sagemaker"), stub("application-autoscaling")
+CLEANUP_TARGET = {
+    "ServiceNamespace": "sagemaker",
+    "ResourceId": "endpoint/dogs/variant/AllTraffic",
+    "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+}
+WAKE_ALARM = "dogs-has-backlog-without-capacity"
+
+
+def test_cleanup_deletes_target_alarm_endpoint_config_and_model(stub, capsys) -> None:
+    sm, scaling, cloudwatch = stub("sagemaker"), stub("application-autoscaling"), stub("cloudwatch")
     sm.add_response("describe_endpoint", endpoint("InService"), NAME)
-    sm.add_response(
-        "describe_endpoint_config",
-        {
-            "EndpointConfigName": "dogs",
-            "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:thing/c",
-            "CreationTime": datetime(2026, 1, 1),
-            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "dogs-v1"}],
-        },
-        {"EndpointConfigName": "dogs"},
+    stub_config_description(sm, "dogs-v1")
+    scaling.add_response("deregister_scalable_target", {}, CLEANUP_TARGET)
+    cloudwatch.add_response(
+        "describe_alarms",
+        {"MetricAlarms": [{"AlarmName": WAKE_ALARM}]},
+        {"AlarmNames": [WAKE_ALARM]},
     )
-    target = {
-        "ServiceNamespace": "sagemaker",
-        "ResourceId": "endpoint/dogs/variant/AllTraffic",
-        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
-    }
-    scaling.add_response("deregister_scalable_target", {}, target)
+    cloudwatch.add_response("delete_alarms", {}, {"AlarmNames": [WAKE_ALARM]})
     sm.add_response("delete_endpoint", {}, NAME)
     sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": "dogs"})
     sm.add_response("delete_model", {}, {"ModelName": "dogs"})
@@ -209,6 +209,7 @@ def test_cleanup_deletes_target_endpoint_config_and_model(stub, capsys) -> None:
     out = capsys.readouterr().out
     for line in (
         "autoscaling target",
+        f"CloudWatch alarm {WAKE_ALARM}",
         "endpoint dogs",
         "endpoint config dogs",
         "model dogs",
@@ -218,7 +219,7 @@ def test_cleanup_deletes_target_endpoint_config_and_model(stub, capsys) -> None:
 
 
 def test_cleanup_of_a_half_deployed_endpoint_skips_what_is_missing(stub, capsys) -> None:
-    sm, scaling = stub("sagemaker"), stub("application-autoscaling")
+    sm, scaling, cloudwatch = stub("sagemaker"), stub("application-autoscaling"), stub("cloudwatch")
     missing = {"service_error_code": "ValidationException", "http_status_code": 400}
     sm.add_client_error(
         "describe_endpoint", service_message='Could not find endpoint "dogs".', **missing
@@ -234,6 +235,7 @@ def test_cleanup_of_a_half_deployed_endpoint_skips_what_is_missing(stub, capsys)
         service_message="No scalable target registered",
         http_status_code=400,
     )
+    cloudwatch.add_response("describe_alarms", {"MetricAlarms": []}, {"AlarmNames": [WAKE_ALARM]})
     sm.add_client_error(
         "delete_endpoint", service_message='Could not find endpoint "dogs".', **missing
     )
@@ -251,25 +253,23 @@ def jpeg_file(path: Path, size=(48, 40)) -> Path:
     return path
 
 
-def predictions_body(rows: list[list[dict]]) -> StreamingBody:
-    data = json.dumps({"predictions": rows}).encode()
-    return StreamingBody(io.BytesIO(data), len(data))
+def noise_png(path: Path, megabytes: float) -> Path:
+    """A PNG of random pixels: it does not compress, so it holds about ``megabytes`` MiB."""
+    side = int((megabytes * 1024 * 1024 / 3) ** 0.5)
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(path, "PNG")
+    return path
 
 
 def test_invoke_sends_each_image_and_prints_the_top_k(stub, tmp_path, capsys) -> None:
     png = tmp_path / "dog.png"
     Image.new("RGB", (32, 32), (10, 200, 30)).save(png, "PNG")
     jpg = jpeg_file(tmp_path / "dog.jpg")
+    stub_target(stub("sagemaker"), {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1})
     runtime = stub("sagemaker-runtime")
-    top = [
-        {"label": "001.Affenpinscher", "class_index": 0, "probability": 0.7},
-        {"label": "003.Airedale_terrier", "class_index": 2, "probability": 0.2},
-        {"label": "002.Afghan_hound", "class_index": 1, "probability": 0.1},
-    ]
     for path, content_type in ((png, "image/png"), (jpg, "image/jpeg")):
         runtime.add_response(
             "invoke_endpoint",
-            {"Body": predictions_body([top]), "ContentType": "application/json"},
+            {"Body": streaming(predictions_json([TOP])), "ContentType": "application/json"},
             {
                 "EndpointName": "dogs",
                 "ContentType": content_type,
@@ -284,6 +284,18 @@ def test_invoke_sends_each_image_and_prints_the_top_k(stub, tmp_path, capsys) ->
     assert "0.7000" in out and "3. 002.Afghan_hound" in out
 
 
+def test_invoke_refuses_a_file_over_the_real_time_limit_before_inference(
+    stub, tmp_path, capsys
+) -> None:
+    stub_target(stub("sagemaker"), {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1})
+    stub("sagemaker-runtime")  # nothing queued: no inference may be asked for
+    big = noise_png(tmp_path / "big.png", 6.5)
+    assert main(["invoke", "dogs", str(jpeg_file(tmp_path / "ok.jpg")), str(big)]) == 1
+    err = capsys.readouterr().err
+    assert "over the 6 MB payload limit of real-time endpoint 'dogs'" in err
+    assert "--async" in err
+
+
 @pytest.mark.parametrize(
     ("make", "complaint"),
     [
@@ -296,7 +308,7 @@ def test_invoke_sends_each_image_and_prints_the_top_k(stub, tmp_path, capsys) ->
 def test_invoke_refuses_non_images_before_any_request(
     stub, tmp_path, capsys, make, complaint
 ) -> None:
-    stub("sagemaker-runtime")  # nothing queued
+    stub("sagemaker"), stub("sagemaker-runtime")  # nothing queued
     bad = tmp_path / "bad.jpg"
     make(bad)
     assert main(["invoke", "dogs", str(jpeg_file(tmp_path / "ok.jpg")), str(bad)]) == 1
@@ -304,17 +316,17 @@ def test_invoke_refuses_non_images_before_any_request(
 
 
 def test_invoke_a_missing_file_names_it(stub, tmp_path, capsys) -> None:
-    stub("sagemaker-runtime")
+    stub("sagemaker"), stub("sagemaker-runtime")
     assert main(["invoke", "dogs", str(tmp_path / "nope.jpg")]) == 1
     assert "nope.jpg: no such file" in capsys.readouterr().err
 
 
 def test_invoke_an_unknown_endpoint_says_so(stub, tmp_path, capsys) -> None:
-    stub("sagemaker-runtime").add_client_error(
-        "invoke_endpoint",
-        service_error_code="ValidationError",
+    stub("sagemaker").add_client_error(
+        "describe_endpoint",
+        service_error_code="ValidationException",
         http_status_code=400,
-        service_message="Endpoint nodogs of account 123456789012 not found.",
+        service_message='Could not find endpoint "nodogs".',
     )
     assert main(["invoke", "nodogs", str(jpeg_file(tmp_path / "a.jpg"))]) == 1
     err = capsys.readouterr().err
@@ -322,6 +334,7 @@ def test_invoke_an_unknown_endpoint_says_so(stub, tmp_path, capsys) -> None:
 
 
 def test_invoke_reports_the_models_own_error(stub, tmp_path, capsys) -> None:
+    stub_target(stub("sagemaker"), {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1})
     stub("sagemaker-runtime").add_client_error(
         "invoke_endpoint",
         service_error_code="ModelError",
@@ -372,6 +385,7 @@ def test_transform_creates_a_model_and_the_job(stub, capsys) -> None:
                 "Environment": {},
             },
             "ExecutionRoleArn": ROLE,
+            "Tags": TAGS,
         },
     )
     sm.add_response(
@@ -490,6 +504,6 @@ def test_an_endpoint_that_fails_to_start_reports_why(stub, capsys, monkeypatch) 
     failed = {**endpoint("Failed"), "FailureReason": reason}
     sm.add_response("describe_endpoint", failed, NAME)  # the waiter sees Failed and stops
     sm.add_response("describe_endpoint", failed, NAME)  # the launcher reads the reason
-    assert main(DEPLOY_ARGS) == 1
+    assert main([*DEPLOY_ARGS, *BOTH_IMAGES]) == 1
     err = capsys.readouterr().err
     assert "endpoint dogs did not come into service" in err and "ping health check" in err

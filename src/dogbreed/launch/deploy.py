@@ -1,7 +1,8 @@
-"""Real-time endpoints: model -> endpoint config -> endpoint, autoscaling, and cleanup.
+"""Endpoints: model -> endpoint config -> endpoint (real-time, serverless or async), and cleanup.
 
 One name is used for all three resources, so ``dogbreed cleanup NAME`` can find and remove
-every one of them (and the autoscaling target) without a state file.
+every one of them (and the autoscaling target and alarm) without a state file. All three carry
+:data:`dogbreed.launch.defaults.TOOL_TAG`, so the launcher's endpoints can be listed by tag.
 """
 
 from __future__ import annotations
@@ -12,26 +13,29 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from dogbreed.contract import REALTIME_MAX_PAYLOAD_MB
 from dogbreed.launch import LaunchError, defaults
+from dogbreed.launch.async_endpoint import AsyncSpec
+from dogbreed.launch.autoscaling import (
+    VARIANT,
+    Autoscaling,
+    apply_autoscaling,
+    autoscaling_requests,
+    remove_autoscaling,
+)
+from dogbreed.launch.serverless import ServerlessSpec
 from dogbreed.launch.session import Aws, check_name, check_s3_uri
 
-VARIANT = "AllTraffic"
-SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-
-
-@dataclass(frozen=True)
-class Autoscaling:
-    """Target tracking on invocations per instance (SageMaker's recommended policy)."""
-
-    min_instances: int = 1
-    max_instances: int = 2
-    invocations_per_instance: float = 100.0  # per minute
-    scale_in_cooldown_s: int = 300
-    scale_out_cooldown_s: int = 60
+#: The server's settings (serve/config.py) that follow the endpoint's mode.
+PAYLOAD_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
+ONE_MODE = "--serverless and --async are different kinds of endpoint: pick one"
 
 
 @dataclass(frozen=True)
 class EndpointSpec:
+    """One endpoint: real-time on instances (the default), ``serverless``, or ``asynchronous``."""
+
     name: str
     image_uri: str
     model_data: str
@@ -40,6 +44,91 @@ class EndpointSpec:
     instance_count: int = 1
     environment: Mapping[str, str] = field(default_factory=dict)
     autoscaling: Autoscaling | None = None
+    serverless: ServerlessSpec | None = None
+    asynchronous: AsyncSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.serverless and self.asynchronous:
+            raise LaunchError(ONE_MODE)
+        if self.serverless and self.autoscaling:
+            raise LaunchError(
+                "serverless endpoints scale by themselves up to --max-concurrency: "
+                "drop --autoscale-max"
+            )
+
+    @property
+    def mode(self) -> str:
+        return "serverless" if self.serverless else "async" if self.asynchronous else "real-time"
+
+    @property
+    def max_payload_mb(self) -> int:
+        mode = self.serverless or self.asynchronous
+        return mode.max_payload_mb if mode else REALTIME_MAX_PAYLOAD_MB
+
+
+#: The options of each mode, as the command line names them (``vars(args)``).
+SERVERLESS_OPTIONS = ("memory_mb", "max_concurrency", "provisioned_concurrency")
+ASYNC_OPTIONS = (
+    "output_s3",
+    "failure_s3",
+    "success_topic",
+    "error_topic",
+    "max_concurrent_invocations_per_instance",
+)
+
+
+def endpoint_mode(options: Mapping[str, Any]) -> tuple[ServerlessSpec | None, AsyncSpec | None]:
+    """The serverless or async part of ``dogbreed deploy``'s options, checked; (None, None) for a
+    real-time endpoint. A mode's option without its mode, or an instance type with serverless,
+    is refused."""
+    for flag, mode, names in (
+        ("--serverless", "serverless", SERVERLESS_OPTIONS),
+        ("--async", "asynchronous", ASYNC_OPTIONS),
+    ):
+        given = [name for name in names if options.get(name) is not None]
+        if given and not options.get(mode):
+            dashed = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise LaunchError(f"{dashed} apply to {flag} endpoints only: add {flag} or drop them")
+    if options.get("serverless") and options.get("asynchronous"):
+        raise LaunchError(ONE_MODE)
+    serverless = asynchronous = None
+    if options.get("serverless"):
+        if options.get("instance_type"):
+            raise LaunchError("serverless endpoints have no instance type: drop --instance-type")
+        given = {name: options[name] for name in SERVERLESS_OPTIONS if options.get(name)}
+        serverless = ServerlessSpec(**given)
+    if options.get("asynchronous"):
+        if not options.get("output_s3"):
+            raise LaunchError("--async needs --output-s3 s3://bucket/prefix/ for the results")
+        asynchronous = AsyncSpec(
+            output_s3=options["output_s3"],
+            failure_s3=options.get("failure_s3"),
+            success_topic=options.get("success_topic"),
+            error_topic=options.get("error_topic"),
+            max_concurrent_invocations=options.get("max_concurrent_invocations_per_instance"),
+        )
+    return serverless, asynchronous
+
+
+def server_environment(spec: EndpointSpec) -> dict[str, str]:
+    """The container's environment: the mode's server limits, then the user's ``--env``.
+
+    Real-time endpoints keep the server's defaults (6 MB, 60 s: SageMaker's real-time limits). A
+    user's payload limit above what the endpoint's mode carries is refused.
+    """
+    mode = spec.serverless or spec.asynchronous
+    limits = (
+        {PAYLOAD_ENV: str(mode.max_payload_mb), TIMEOUT_ENV: str(mode.timeout_s)} if mode else {}
+    )
+    environment = {**limits, **spec.environment}
+    if PAYLOAD_ENV in spec.environment:
+        raw = spec.environment[PAYLOAD_ENV]
+        if not raw.isdigit() or not 1 <= int(raw) <= spec.max_payload_mb:
+            raise LaunchError(
+                f"--env {PAYLOAD_ENV}={raw}: a {spec.mode} endpoint takes 1-{spec.max_payload_mb} "
+                "(MB per request)"
+            )
+    return environment
 
 
 def model_request(spec: EndpointSpec, local: bool = False) -> dict[str, Any]:
@@ -52,63 +141,37 @@ def model_request(spec: EndpointSpec, local: bool = False) -> dict[str, Any]:
         "PrimaryContainer": {
             "Image": spec.image_uri,
             "ModelDataUrl": data,
-            "Environment": dict(spec.environment),
+            "Environment": server_environment(spec),
         },
         "ExecutionRoleArn": spec.role_arn,
+        "Tags": [defaults.TOOL_TAG],
     }
 
 
 def endpoint_config_request(spec: EndpointSpec) -> dict[str, Any]:
-    if spec.instance_count < 1:
-        raise LaunchError(f"instance count must be >= 1; got {spec.instance_count}")
-    return {
+    variant: dict[str, Any] = {"VariantName": VARIANT, "ModelName": spec.name}
+    if spec.serverless:
+        variant["ServerlessConfig"] = spec.serverless.config()
+    else:
+        if spec.instance_count < 1:
+            raise LaunchError(f"instance count must be >= 1; got {spec.instance_count}")
+        variant |= {"InstanceType": spec.instance_type, "InitialInstanceCount": spec.instance_count}
+    request = {
         "EndpointConfigName": spec.name,
-        "ProductionVariants": [
-            {
-                "VariantName": VARIANT,
-                "ModelName": spec.name,
-                "InstanceType": spec.instance_type,
-                "InitialInstanceCount": spec.instance_count,
-            }
-        ],
+        "ProductionVariants": [variant],
+        "Tags": [defaults.TOOL_TAG],
     }
+    if spec.asynchronous:
+        request["AsyncInferenceConfig"] = spec.asynchronous.config()
+    return request
 
 
-def resource_id(endpoint: str) -> str:
-    return f"endpoint/{endpoint}/variant/{VARIANT}"
-
-
-def autoscaling_requests(endpoint: str, scaling: Autoscaling) -> tuple[dict, dict]:
-    """``RegisterScalableTarget`` and ``PutScalingPolicy`` requests (application-autoscaling)."""
-    if not 1 <= scaling.min_instances <= scaling.max_instances:
-        raise LaunchError(
-            f"need 1 <= min instances ({scaling.min_instances}) <= max ({scaling.max_instances})"
-        )
-    if scaling.invocations_per_instance <= 0:
-        raise LaunchError("the target invocations per instance must be > 0")
-    target = {
-        "ServiceNamespace": "sagemaker",
-        "ResourceId": resource_id(endpoint),
-        "ScalableDimension": SCALABLE_DIMENSION,
-        "MinCapacity": scaling.min_instances,
-        "MaxCapacity": scaling.max_instances,
-    }
-    policy = {
-        "PolicyName": f"{endpoint}-invocations",
-        "ServiceNamespace": "sagemaker",
-        "ResourceId": resource_id(endpoint),
-        "ScalableDimension": SCALABLE_DIMENSION,
-        "PolicyType": "TargetTrackingScaling",
-        "TargetTrackingScalingPolicyConfiguration": {
-            "TargetValue": float(scaling.invocations_per_instance),
-            "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
-            },
-            "ScaleInCooldown": scaling.scale_in_cooldown_s,
-            "ScaleOutCooldown": scaling.scale_out_cooldown_s,
-        },
-    }
-    return target, policy
+def check(spec: EndpointSpec, local: bool = False) -> None:
+    """Every check the requests make, before the first of them is sent."""
+    model_request(spec, local)
+    endpoint_config_request(spec)
+    if spec.autoscaling:
+        autoscaling_requests(spec.name, spec.autoscaling, spec.asynchronous is not None)
 
 
 def deploy(aws: Aws, spec: EndpointSpec, wait: bool = True) -> dict[str, Any]:
@@ -117,19 +180,19 @@ def deploy(aws: Aws, spec: EndpointSpec, wait: bool = True) -> dict[str, Any]:
     Autoscaling needs an InService endpoint, so it implies waiting. In local mode the endpoint
     is a docker container on this machine, InService when the call returns.
     """
+    check(spec, local=aws.local)
     sm = aws.sagemaker
     sm.create_model(**model_request(spec, local=aws.local))
     sm.create_endpoint_config(**endpoint_config_request(spec))
-    sm.create_endpoint(EndpointName=spec.name, EndpointConfigName=spec.name)
+    sm.create_endpoint(
+        EndpointName=spec.name, EndpointConfigName=spec.name, Tags=[defaults.TOOL_TAG]
+    )
     if aws.local:
         return sm.describe_endpoint(EndpointName=spec.name)
     if wait or spec.autoscaling:
         wait_in_service(aws, spec.name)
     if spec.autoscaling:
-        target, policy = autoscaling_requests(spec.name, spec.autoscaling)
-        scaling = aws.client("application-autoscaling")
-        scaling.register_scalable_target(**target)
-        scaling.put_scaling_policy(**policy)
+        apply_autoscaling(aws, spec.name, spec.autoscaling, spec.asynchronous is not None)
     return sm.describe_endpoint(EndpointName=spec.name)
 
 
@@ -156,7 +219,8 @@ def _missing(error: ClientError) -> bool:
 
 
 def cleanup(aws: Aws, endpoint: str) -> list[str]:
-    """Delete the endpoint, its config and its models (and autoscaling target); list what went.
+    """Delete the endpoint, its config, its models, its autoscaling target and wake alarm; list
+    what went.
 
     Resources that are already gone are skipped; the endpoint name is also tried as a config and
     model name, so a half-finished deploy is cleaned up too.
@@ -176,17 +240,7 @@ def cleanup(aws: Aws, endpoint: str) -> list[str]:
         if not _missing(error):
             raise
     if not aws.local:
-        scaling = aws.client("application-autoscaling")
-        try:
-            scaling.deregister_scalable_target(
-                ServiceNamespace="sagemaker",
-                ResourceId=resource_id(endpoint),
-                ScalableDimension=SCALABLE_DIMENSION,
-            )
-            removed.append(f"autoscaling target {resource_id(endpoint)}")
-        except ClientError as error:
-            if not _missing(error):
-                raise
+        removed += remove_autoscaling(aws, endpoint, _missing)
     steps = [("endpoint", sm.delete_endpoint, {"EndpointName": endpoint})]
     steps.append(
         ("endpoint config", sm.delete_endpoint_config, {"EndpointConfigName": config_name})

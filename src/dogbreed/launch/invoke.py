@@ -1,7 +1,9 @@
 """Query an endpoint: image files -> the top-k breeds, through ``sagemaker-runtime``.
 
-Files are checked locally first (a real JPEG or PNG, at most SageMaker's 6 MB payload), so a
-wrong file costs no request; AWS errors are turned into messages that say what to do.
+Files are checked locally first (a real JPEG or PNG, within the endpoint's payload limit), so a
+wrong file costs no inference; AWS errors are turned into messages that say what to do. Which
+limit applies, and whether the endpoint is asynchronous (:mod:`.async_invoke`), comes from its
+endpoint config and model (:func:`describe_target`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 from PIL import Image, UnidentifiedImageError
 
-from dogbreed.contract import MIB, REALTIME_MAX_PAYLOAD_MB
+from dogbreed.contract import (
+    ASYNC_MAX_PAYLOAD_MB,
+    MIB,
+    REALTIME_MAX_PAYLOAD_MB,
+    SERVERLESS_MAX_PAYLOAD_MB,
+)
 from dogbreed.launch import LaunchError
+from dogbreed.launch.async_endpoint import AsyncSpec
+from dogbreed.launch.deploy import PAYLOAD_ENV
 from dogbreed.launch.session import Aws
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -29,19 +38,69 @@ class ImageFile:
     content_type: str
 
 
-def read_image(path: str | Path) -> ImageFile:
-    """Read and check one file: it must exist and be a JPEG or PNG that PIL can decode."""
+#: What to do about a file over each kind of endpoint's limit.
+TOO_BIG_HINTS = {
+    "real-time": "resize it, or use `dogbreed transform` or an --async endpoint",
+    "serverless": "resize it, or use a real-time or --async endpoint",
+    "async": "resize it, or use `dogbreed transform`",
+}
+#: The largest file any dogbreed endpoint takes (async, capped by the server): checked before a
+#: file is read, so a huge one is refused without filling memory.
+LARGEST_PAYLOAD_MB = max(REALTIME_MAX_PAYLOAD_MB, AsyncSpec.max_payload_mb)
+
+
+@dataclass(frozen=True)
+class Target:
+    """An endpoint as ``invoke`` needs it: its kind, its payload limit, where async results go."""
+
+    endpoint: str
+    mode: str = "real-time"  # or "serverless", "async"
+    max_payload_mb: int = REALTIME_MAX_PAYLOAD_MB
+    output_s3: str | None = None  # async: the endpoint config's S3OutputPath
+
+    def check(self, image: ImageFile) -> None:
+        size = len(image.data)
+        if size > self.max_payload_mb * MIB:
+            raise LaunchError(
+                f"{image.path}: {size} bytes is over the {self.max_payload_mb} MB payload limit "
+                f"of {self.mode} endpoint {self.endpoint!r}; {TOO_BIG_HINTS[self.mode]}"
+            )
+
+
+def describe_target(aws: Aws, endpoint: str) -> Target:
+    """Describe the endpoint, its config and its model: the mode, and the payload limit, which is
+    the mode's (6 MB real-time, 4 MB serverless, 1 GB async) or the server's, if lower."""
+    sm = aws.sagemaker
+    try:
+        config_name = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    except ClientError as error:
+        raise _explain(error, endpoint, aws.region) from None
+    config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+    variant = config["ProductionVariants"][0]
+    environment = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"].get(
+        "Environment", {}
+    )
+    server_mb = int(environment.get(PAYLOAD_ENV, REALTIME_MAX_PAYLOAD_MB))
+    if "AsyncInferenceConfig" in config:
+        output = config["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"]
+        return Target(endpoint, "async", min(ASYNC_MAX_PAYLOAD_MB, server_mb), output)
+    if "ServerlessConfig" in variant:
+        return Target(endpoint, "serverless", min(SERVERLESS_MAX_PAYLOAD_MB, server_mb))
+    return Target(endpoint, "real-time", min(REALTIME_MAX_PAYLOAD_MB, server_mb))
+
+
+def read_image(path: str | Path, max_payload_mb: int = REALTIME_MAX_PAYLOAD_MB) -> ImageFile:
+    """Read and check one file: it must exist, hold at most ``max_payload_mb`` and be a JPEG or
+    PNG that PIL can decode."""
     path = Path(path)
     if not path.is_file():
         raise LaunchError(f"{path}: no such file")
     size = path.stat().st_size
     if size == 0:
         raise LaunchError(f"{path}: the file is empty")
-    if size > REALTIME_MAX_PAYLOAD_MB * MIB:
+    if size > max_payload_mb * MIB:
         raise LaunchError(
-            f"{path}: {size} bytes is over SageMaker's {REALTIME_MAX_PAYLOAD_MB} MB real-time "
-            "payload limit; "
-            "resize it or use `dogbreed transform`"
+            f"{path}: {size} bytes is over the {max_payload_mb} MB payload limit; resize it"
         )
     data = path.read_bytes()
     try:
@@ -58,7 +117,8 @@ def read_image(path: str | Path) -> ImageFile:
 def _explain(error: ClientError, endpoint: str, region: str) -> LaunchError:
     info = error.response.get("Error", {})
     code, message = info.get("Code", ""), info.get("Message", str(error))
-    if code == "ValidationError" and ("not found" in message or "Could not find" in message):
+    missing = "not found" in message or "Could not find" in message
+    if code in ("ValidationError", "ValidationException") and missing:
         return LaunchError(
             f"no endpoint named {endpoint!r} in {region}: deploy one with `dogbreed deploy`, or "
             "check --region and `aws sagemaker list-endpoints`"
@@ -83,14 +143,20 @@ def invoke(aws: Aws, endpoint: str, image: ImageFile, top_k: int = 5) -> list[di
         )
     except ClientError as error:
         raise _explain(error, endpoint, aws.region) from None
-    body = response["Body"].read()
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
+    return predictions_in(response["Body"].read(), endpoint, image.path, status)
+
+
+def predictions_in(
+    body: bytes, endpoint: str, path: Path, status: int = 200
+) -> list[dict[str, Any]]:
+    """The top-k list of one image from the server's JSON answer; errors name the file."""
     try:
         document = json.loads(body)
     except ValueError:
         raise LaunchError(f"{endpoint!r} answered with non-JSON: {body[:200]!r}") from None
     if status >= 400 or "predictions" not in document:
-        raise LaunchError(f"the model on {endpoint!r} rejected {image.path}: {document}")
+        raise LaunchError(f"the model on {endpoint!r} rejected {path}: {document}")
     return document["predictions"][0]
 
 
