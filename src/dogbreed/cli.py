@@ -79,6 +79,12 @@ def _job_options(parser: argparse.ArgumentParser, required: bool = True) -> None
     )
     parser.add_argument("--name", help="job name (default: dogbreed-<time>)")
     parser.add_argument("--wait", action="store_true", help="wait for the job to end")
+    parser.add_argument(
+        "--skip-preflight",
+        action="store_true",
+        help="start without checking that the role trusts SageMaker, the buckets are in the "
+        "region and the image is in ECR (see `dogbreed preflight`)",
+    )
 
 
 def _uri(value: str | None, local: bool) -> str | None:
@@ -214,7 +220,7 @@ def run_tune(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         early_stopping=not args.no_early_stopping,
     )
-    request = start_tuning_job(aws, spec, announce=print)
+    request = start_tuning_job(aws, spec, announce=print, preflight=not args.skip_preflight)
     checkpoints = request["TrainingJobDefinition"].get("CheckpointConfig")
     if checkpoints:
         uri = checkpoints["S3Uri"]
@@ -226,7 +232,6 @@ def run_tune(args: argparse.Namespace) -> int:
     )
     if not args.wait:
         print(f"check it with: dogbreed tune --status {name}")
-        print(f"follow the best trial's logs: {_follow_command(args, name)}")
         return 0
     print(wait_for_tuning_job(aws, name, tuning_timeout_s(request)).summary())
     return 0
@@ -335,15 +340,14 @@ def run_train(args: argparse.Namespace) -> int:
     debugger = _debugger_settings(args, aws.region)
     name = args.name or unique_name("dogbreed-train")
     spec = _training_spec(args, aws, name, hyperparameters, debugger)
-    request = start_training_job(aws, spec, announce=print)
+    request = start_training_job(aws, spec, announce=print, preflight=not args.skip_preflight)
     if aws.local or args.wait:
         if not aws.local:
             timeout_s = wait_timeout_s(request["StoppingCondition"])
             wait_for_training_job(aws, name, timeout_s, on_status=print)
         print(f"model: {model_artifact_of(aws, name)}")
     else:
-        print(f"follow its logs: {_follow_command(args, name)}")
-        print(f"then: dogbreed deploy --job {name} ...")
+        print(f"follow it in the console, then: dogbreed deploy --job {name} ...")
     return 0
 
 
@@ -354,106 +358,47 @@ def configure_deploy(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--job", help="training job whose model.tar.gz to serve")
     source.add_argument("--model-data", help="s3://.../model.tar.gz")
-    images = parser.add_argument_group(
-        "serving images (build_and_push.sh prints both; either one alone serves everywhere)"
-    )
-    images.add_argument(
-        "--slim-image", help="dogbreed-serve-slim URI (ONNX Runtime, no torch): CPU and serverless"
-    )
-    images.add_argument(
-        "--serve-image", "--image", dest="serve_image", help="dogbreed-serve URI (torch): GPU"
-    )
+    parser.add_argument("--image", required=True, help="serving image URI")
     parser.add_argument(
         "--name", help="endpoint (and model, config) name (default: dogbreed-<time>)"
     )
-    parser.add_argument(
-        "--instance-type", help=f"default: {defaults.SERVING_INSTANCE_TYPE}; not with --serverless"
-    )
+    parser.add_argument("--instance-type", default=defaults.SERVING_INSTANCE_TYPE)
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
-    serverless = parser.add_argument_group(
-        "serverless: billed per ms of compute, nothing while idle; cold starts; 4 MB requests"
-    )
-    serverless.add_argument("--serverless", action="store_true")
-    serverless.add_argument(
-        "--memory-mb", type=int, help="1024-6144 in steps of 1024 (default 2048)"
-    )
-    serverless.add_argument("--max-concurrency", type=int, help="1-200 (default 5)")
-    serverless.add_argument(
-        "--provisioned-concurrency", type=int, help="warm environments (billed while idle)"
-    )
-    asynchronous = parser.add_argument_group(
-        "async: queued requests and results in S3, up to 100 MB and 1 h each; can scale to 0"
-    )
-    asynchronous.add_argument("--async", dest="asynchronous", action="store_true")
-    asynchronous.add_argument("--output-s3", help="S3 prefix for results (required with --async)")
-    asynchronous.add_argument(
-        "--failure-s3", help="S3 prefix for errors (default: failures/ beside --output-s3)"
-    )
-    asynchronous.add_argument("--success-topic", help="SNS topic ARN told of each result")
-    asynchronous.add_argument("--error-topic", help="SNS topic ARN told of each failure")
-    asynchronous.add_argument("--max-concurrent-invocations-per-instance", type=int)
     scaling = parser.add_argument_group("autoscaling (on when --autoscale-max is given)")
     scaling.add_argument("--autoscale-max", type=int, help="most instances")
-    scaling.add_argument(
-        "--autoscale-min",
-        "--min-instances",
-        type=int,
-        default=1,
-        help="fewest instances; 0 (async only) scales to zero and wakes on a backlog",
-    )
+    scaling.add_argument("--autoscale-min", type=int, default=1)
     scaling.add_argument(
         "--target-invocations",
         type=float,
         default=100.0,
-        help="real-time: invocations per instance per minute to hold (default: %(default)s)",
-    )
-    scaling.add_argument(
-        "--target-backlog",
-        type=float,
-        default=5.0,
-        help="async: queued requests per instance to hold (default: %(default)s)",
+        help="invocations per instance per minute to hold (default: %(default)s)",
     )
     parser.add_argument("--no-wait", action="store_true", help="return before InService")
     _aws_options(parser, role=True)
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from dogbreed.launch.autoscaling import Autoscaling
-    from dogbreed.launch.deploy import EndpointSpec, deploy, endpoint_mode
-    from dogbreed.launch.images import ServingImages, choose_image
+    from dogbreed.launch.deploy import Autoscaling, EndpointSpec, deploy
     from dogbreed.launch.jobs import model_artifact_of, parse_key_values
     from dogbreed.launch.session import resolve_role, unique_name
 
-    serverless, asynchronous = endpoint_mode(vars(args))  # checked before any request
-    instance_type = args.instance_type or defaults.SERVING_INSTANCE_TYPE
-    image = choose_image(
-        ServingImages(args.slim_image, args.serve_image),
-        "serverless" if serverless else instance_type,
-    )
-    if image.warning:
-        print(f"dogbreed deploy: warning: {image.warning}", file=sys.stderr)
-    scaling = None
-    if args.autoscale_max:
-        scaling = Autoscaling(
-            args.autoscale_min, args.autoscale_max, args.target_invocations, args.target_backlog
-        )
     aws = _connect(args)
     spec = EndpointSpec(
         name=args.name or unique_name("dogbreed"),
-        image_uri=image.uri,
+        image_uri=args.image,
         model_data=args.model_data or model_artifact_of(aws, args.job),
         role_arn=resolve_role(args.role, aws),
-        instance_type=instance_type,
+        instance_type=args.instance_type,
         instance_count=args.instance_count,
         environment=parse_key_values(args.env, "--env"),
-        autoscaling=scaling,
-        serverless=serverless,
-        asynchronous=asynchronous,
+        autoscaling=(
+            Autoscaling(args.autoscale_min, args.autoscale_max, args.target_invocations)
+            if args.autoscale_max
+            else None
+        ),
     )
-    where = "serverless" if serverless else instance_type
-    print(f"deploying {spec.model_data} to {spec.mode} endpoint {spec.name} ({where})")
-    print(f"image: {image.why}: {image.uri}")
+    print(f"deploying {spec.model_data} to endpoint {spec.name} ({spec.instance_type})")
     described = deploy(aws, spec, wait=not args.no_wait)
     print(f"endpoint {spec.name}: {described['EndpointStatus']}")
     print(
@@ -467,41 +412,18 @@ def configure_invoke(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print the raw predictions as JSON")
-    asynchronous = parser.add_argument_group("async endpoints")
-    asynchronous.add_argument(
-        "--input-s3", help="S3 prefix to upload the images to (default: input/ beside the output)"
-    )
-    asynchronous.add_argument(
-        "--timeout", type=float, default=900.0, help="seconds to wait for results (default: 900)"
-    )
     _aws_options(parser)
 
 
 def run_invoke(args: argparse.Namespace) -> int:
     import json
 
-    from dogbreed.launch.async_invoke import input_prefix, invoke_async
-    from dogbreed.launch.invoke import (
-        LARGEST_PAYLOAD_MB,
-        describe_target,
-        format_predictions,
-        invoke,
-        read_image,
-    )
+    from dogbreed.launch.invoke import format_predictions, invoke, read_image
 
-    # Every file is checked before any inference: its kind here, its size against the endpoint's.
-    images = [read_image(path, LARGEST_PAYLOAD_MB) for path in args.images]
+    images = [read_image(path) for path in args.images]  # all checked before any request
     aws = _connect(args)
-    target = describe_target(aws, args.endpoint)
     for image in images:
-        target.check(image)
-    if target.mode == "async":
-        prefix = input_prefix(target, args.input_s3)
-        print(f"uploading to {prefix}; waiting up to {args.timeout:g} s", file=sys.stderr)
-        answers = invoke_async(aws, target, images, prefix, args.top_k, args.timeout)
-    else:
-        answers = ((image, invoke(aws, args.endpoint, image, args.top_k)) for image in images)
-    for image, predictions in answers:
+        predictions = invoke(aws, args.endpoint, image, args.top_k)
         if args.json:
             print(json.dumps({"file": str(image.path), "predictions": predictions}))
         else:
@@ -592,72 +514,6 @@ def run_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- logs / status / endpoints ------------------------------------------------------------
-
-
-def _follow_command(args: argparse.Namespace, name: str) -> str:
-    from dogbreed.launch.watch import follow_command
-
-    return follow_command(name, args.region, args.profile)
-
-
-def configure_logs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "name",
-        help="a training job, a tuning job (follows its best trial, or --trial) or an endpoint",
-    )
-    parser.add_argument("--trial", help="with a tuning job: the training job to follow")
-    parser.add_argument(
-        "--follow",
-        action="store_true",
-        help="keep printing until the job ends (an endpoint: until it fails or is deleted)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        help="seconds to follow at most (default: the job's max runtime + 1 h; endpoints: 1 h)",
-    )
-    _aws_options(parser)
-
-
-def run_logs(args: argparse.Namespace) -> int:
-    from dogbreed.launch.watch import log_source, show_logs
-
-    aws = _connect(args)
-    source = log_source(aws, args.name, trial=args.trial)
-    ended = show_logs(aws, source, follow=args.follow, timeout_s=args.timeout)
-    if ended:
-        print(f"{source.kind} {source.name}: {ended}")
-    return 0 if ended in (None, "Completed", "Deleted") else 1
-
-
-def configure_status(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="a training job or a tuning job")
-    _aws_options(parser)
-
-
-def run_status(args: argparse.Namespace) -> int:
-    from dogbreed.launch.status import status_lines
-
-    print("\n".join(status_lines(_connect(args), args.name)))
-    return 0
-
-
-def configure_endpoints(parser: argparse.ArgumentParser) -> None:
-    _aws_options(parser)
-
-
-def run_endpoints(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from dogbreed.launch.endpoints import endpoint_table, tool_endpoints
-
-    aws = _connect(args)
-    now = datetime.now(UTC)
-    print("\n".join(endpoint_table(tool_endpoints(aws, now), aws.region, now)))
-    return 0
-
-
 # --- report -------------------------------------------------------------------------------
 
 
@@ -669,12 +525,6 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--job", help="training job: adds rule verdicts and the profiler report")
     parser.add_argument("--out", type=Path, default=Path("debugger-report"), help="output folder")
-    parser.add_argument(
-        "--wait",
-        action="store_true",
-        help="with --job: first wait until its ProfilerReport rule has finished (at most the "
-        "job's max runtime + 1 h)",
-    )
     _aws_options(parser)
 
 
@@ -682,14 +532,57 @@ def run_report(args: argparse.Namespace) -> int:
     from dogbreed.launch.report import write_report
 
     aws = _connect(args) if args.job or (args.trial or "").startswith("s3://") else None
-    if args.wait and args.job:
-        print(f"waiting for the ProfilerReport rule of training job {args.job} to finish")
-    report = write_report(
-        args.out, trial_path=args.trial, aws=aws, job_name=args.job, wait=args.wait
-    )
+    report = write_report(args.out, trial_path=args.trial, aws=aws, job_name=args.job)
     print(report.text)
     print("wrote " + ", ".join(str(p) for p in report.files))
     return 0
+
+
+# --- preflight ----------------------------------------------------------------------------
+
+
+def configure_preflight(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.launch.debugger import DEFAULT_RULES
+
+    parser.description = (
+        "Check, before any money is spent, what a run would trip on: credentials, the role, the "
+        "bucket and its region, the images in ECR, and the SageMaker quotas for the training "
+        "instances, the Debugger rule evaluations (processing jobs), tuning's parallel trials "
+        "and the endpoint. Prints OK, PROBLEM (with the fix) or SKIPPED per check; exit 1 on any "
+        "PROBLEM."
+    )
+    parser.add_argument("--bucket", help="bucket (or s3:// URI) for data and output")
+    parser.add_argument("--train-image", help="training image URI")
+    parser.add_argument("--serve-image", help="serving image URI")
+    parser.add_argument("--instance-type", default=defaults.TRAINING_INSTANCE_TYPE)
+    parser.add_argument("--instance-count", type=int, default=1, help="per training job")
+    parser.add_argument("--max-parallel", type=int, default=2, help="tune's parallel trials")
+    parser.add_argument("--serve-instance-type", default=defaults.SERVING_INSTANCE_TYPE)
+    parser.add_argument("--rules", default=",".join(DEFAULT_RULES), help="train's --rules")
+    parser.add_argument("--no-debugger", action="store_true", help="as train's --no-debugger")
+    parser.add_argument("--no-profiler", action="store_true", help="as train's --no-profiler")
+    _aws_options(parser, role=True)
+
+
+def run_preflight(args: argparse.Namespace) -> int:
+    import os
+
+    from dogbreed.launch import preflight
+    from dogbreed.launch.session import ROLE_ENV
+
+    aws = _connect(args)
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    target = preflight.Target(
+        role_arn=args.role or os.environ.get(ROLE_ENV),
+        buckets=[preflight.bucket_of(args.bucket)] if args.bucket else [],
+        images=[("training image", args.train_image), ("serving image", args.serve_image)],
+        quotas=[
+            *preflight.training_needs(args.instance_type, args.instance_count, args.max_parallel),
+            *preflight.rule_needs(aws.region, rules, not args.no_debugger, not args.no_profiler),
+            preflight.QuotaNeed("endpoint", args.serve_instance_type, "endpoint", 1),
+        ],
+    )
+    return preflight.print_report(preflight.run_checks(aws, target))
 
 
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
@@ -699,11 +592,7 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         run_tune,
     ),
     "train": ("one training job with Debugger rules and the profiler", configure_train, run_train),
-    "deploy": (
-        "serve a trained model: real-time, serverless or async endpoint",
-        configure_deploy,
-        run_deploy,
-    ),
+    "deploy": ("serve a trained model on a real-time endpoint", configure_deploy, run_deploy),
     "invoke": (
         "send JPEG/PNG files to an endpoint, print the top-k breeds",
         configure_invoke,
@@ -715,25 +604,15 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         run_transform,
     ),
     "cleanup": ("delete an endpoint, its config and model", configure_cleanup, run_cleanup),
+    "preflight": (
+        "what a run would trip on (role, bucket, images, quotas), with fixes",
+        configure_preflight,
+        run_preflight,
+    ),
     "report": (
         "loss and gradient plots, rule verdicts, profiler report",
         configure_report,
         run_report,
-    ),
-    "logs": (
-        "print or follow the CloudWatch logs of a training job, tuning trial or endpoint",
-        configure_logs,
-        run_logs,
-    ),
-    "status": (
-        "a training or tuning job's status, times and billed seconds",
-        configure_status,
-        run_status,
-    ),
-    "endpoints": (
-        "the live endpoints dogbreed made, with instances, age and cost per hour and month",
-        configure_endpoints,
-        run_endpoints,
     ),
 }
 

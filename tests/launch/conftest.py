@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from botocore.stub import Stubber
@@ -53,6 +54,50 @@ def stub_dog_images(s3: Stubber, bucket: str = "bucket", root: str = "dogImages/
     """The dogImages layout under one prefix: the split folders, then each split's classes."""
     stub_folders(s3, bucket, root, SPLITS)
     stub_split_channels(s3, bucket, root)
+
+
+def trust_policy(service: str = "sagemaker.amazonaws.com") -> str:
+    """A role's AssumeRolePolicyDocument as IAM sends it: URL-encoded JSON."""
+    statement = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    return quote(json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+
+
+def role_description(arn: str = ROLE, policy: str | None = None) -> dict:
+    """A GetRole response for ``arn``, trusting SageMaker unless ``policy`` says otherwise."""
+    return {
+        "Role": {
+            "Path": "/",
+            "RoleName": arn.rsplit("/", 1)[-1],
+            "RoleId": "AROAEXAMPLEROLEID0001",
+            "Arn": arn,
+            "CreateDate": datetime(2026, 1, 1),
+            "AssumeRolePolicyDocument": policy or trust_policy(),
+        }
+    }
+
+
+def stub_preflight(
+    stub: Callable[[str], Stubber], image: str = TRAIN_IMAGE, bucket: str = "bucket"
+) -> None:
+    """A healthy account for `train`/`tune`'s preflight: the role trusts SageMaker, ``bucket`` is
+    in the job's region (us-east-1: no LocationConstraint), ``image`` is in ECR."""
+    stub("iam").add_response("get_role", role_description(), {"RoleName": ROLE.rsplit("/", 1)[-1]})
+    s3 = stub("s3")
+    s3.add_response("head_bucket", {}, {"Bucket": bucket})
+    s3.add_response("get_bucket_location", {}, {"Bucket": bucket})
+    registry, _, path = image.partition("/")
+    repository, _, tag = path.partition(":")
+    image_id = {"imageTag": tag}
+    detail = {
+        "registryId": registry.split(".")[0],
+        "repositoryName": repository,
+        "imageTags": [tag],
+    }
+    stub("ecr").add_response(
+        "describe_images",
+        {"imageDetails": [detail]},
+        {"registryId": detail["registryId"], "repositoryName": repository, "imageIds": [image_id]},
+    )
 
 
 def training_job_description(name: str = "dogbreed-train-1", **fields: object) -> dict:

@@ -13,7 +13,15 @@ from dogbreed.launch.report import debugger_output_of
 
 DOGBREED = str(Path(sys.executable).with_name("dogbreed"))
 KEY_OPTIONS = {
-    "tune": ["--range", "--max-jobs", "--max-parallel", "--status", "--wait", "--spot"],
+    "tune": [
+        "--range",
+        "--max-jobs",
+        "--max-parallel",
+        "--status",
+        "--wait",
+        "--spot",
+        "--skip-preflight",
+    ],
     "train": [
         "--from-tuning-job",
         "--rules",
@@ -24,12 +32,14 @@ KEY_OPTIONS = {
         "--input-mode",
         "--local",
         "--no-profiler",
+        "--skip-preflight",
     ],
     "deploy": ["--job", "--model-data", "--autoscale-max", "--image"],
     "invoke": ["--top-k", "images"],
     "transform": ["--input", "--output", "--model"],
     "cleanup": ["endpoint"],
     "report": ["trial", "--job", "--out"],
+    "preflight": ["--role", "--bucket", "--train-image", "--serve-image", "--max-parallel"],
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from dogbreed.cli import main
 
-from .conftest import BREEDS, stub_folders
+from .conftest import BREEDS, stub_folders, stub_preflight
 from .test_train_job import TRAIN_ARGS, plain_request
 from .test_tune import TUNE_ARGS
 
@@ -78,6 +78,7 @@ def test_a_validation_folder_serves_as_valid(stub, capsys):
     expected = plain_request()
     del expected["ProfilerRuleConfigurations"]
     expected["ProfilerConfig"] = {"DisableProfiler": True}
+    stub_preflight(stub)
     stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
     assert main(TRAIN_ARGS + ["--no-debugger", "--no-profiler"]) == 0
     assert "data: 3 classes in s3://bucket/dogImages/train/" in capsys.readouterr().out

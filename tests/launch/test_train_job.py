@@ -17,6 +17,7 @@ from .conftest import (
     RULE_IMAGE,
     TRAIN_IMAGE,
     stub_dog_images,
+    stub_preflight,
     training_job_description,
 )
 
@@ -42,9 +43,15 @@ TRAIN_ARGS = [
 
 
 @pytest.fixture
-def dog_images(stub) -> None:
+def dog_images_alone(stub) -> None:
     """TRAIN_ARGS' data, s3://bucket/dogImages/, holds train/ valid/ test/ with three breeds."""
     stub_dog_images(stub("s3"))
+
+
+@pytest.fixture
+def dog_images(stub, dog_images_alone) -> None:
+    """The data, and a role, bucket and image that pass the preflight."""
+    stub_preflight(stub)
 
 
 def rule(name: str) -> dict:
@@ -228,23 +235,24 @@ REGIONS_WITHOUT_RULE_IMAGES = ["eu-central-2", "il-central-1", "ap-southeast-3",
 
 @pytest.mark.parametrize("aws", REGIONS_WITHOUT_RULE_IMAGES, indirect=True)
 def test_a_region_without_rule_images_trains_without_debugger_and_says_so(
-    stub, dog_images, capsys
+    stub, dog_images_alone, capsys
 ) -> None:
+    """(TRAIN_ARGS' bucket and image are in us-east-1: the preflight would refuse them.)"""
     expected = plain_request()
     del expected["ProfilerRuleConfigurations"], expected["ProfilerConfig"]
     stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
-    assert main(TRAIN_ARGS) == 0
+    assert main(TRAIN_ARGS + ["--skip-preflight"]) == 0
     err = capsys.readouterr().err
     assert "SageMaker Debugger and the profiler are not available in" in err
     assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("aws", ["eu-central-2", "us-gov-east-1"], indirect=True)
-def test_no_debugger_no_profiler_needs_no_rule_image(stub, dog_images, capsys) -> None:
+def test_no_debugger_no_profiler_needs_no_rule_image(stub, dog_images_alone, capsys) -> None:
     expected = plain_request()
     del expected["ProfilerRuleConfigurations"], expected["ProfilerConfig"]
     stub("sagemaker").add_response("create_training_job", {"TrainingJobArn": "arn:t"}, expected)
-    assert main(TRAIN_ARGS + ["--no-debugger", "--no-profiler"]) == 0
+    assert main(TRAIN_ARGS + ["--no-debugger", "--no-profiler", "--skip-preflight"]) == 0
     assert capsys.readouterr().err == ""
 
 

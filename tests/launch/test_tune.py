@@ -9,7 +9,7 @@ from dogbreed.cli import main
 from dogbreed.launch import LaunchError
 from dogbreed.launch.tune import parse_range
 
-from .conftest import ROLE, TRAIN_IMAGE, stub_split_channels
+from .conftest import ROLE, TRAIN_IMAGE, stub_preflight, stub_split_channels
 
 TUNE_ARGS = [
     "tune",
@@ -40,8 +40,10 @@ TUNE_ARGS = [
 
 @pytest.fixture
 def dogs(stub) -> None:
-    """TUNE_ARGS' channels s3://bucket/dogs/{train,valid,test}/ hold the same three breeds."""
+    """TUNE_ARGS' channels s3://bucket/dogs/{train,valid,test}/ hold the same three breeds; the
+    role, bucket and image pass the preflight."""
     stub_split_channels(stub("s3"), "bucket", "dogs/")
+    stub_preflight(stub)
 
 
 def expected_tuning_request(**changes) -> dict:

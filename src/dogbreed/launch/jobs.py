@@ -18,6 +18,7 @@ from dogbreed.launch import LaunchError, defaults
 from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 from dogbreed.launch.layout import check_layout
 from dogbreed.launch.poll import poll, raise_if_failed
+from dogbreed.launch.preflight import require_ready
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 
 INPUT_MODES = ("File", "FastFile")
@@ -160,16 +161,22 @@ def training_job_request(spec: TrainingJobSpec, region: str, local: bool = False
 
 
 def start_training_job(
-    aws: Aws, spec: TrainingJobSpec, announce: Callable[[str], None] | None = None
+    aws: Aws,
+    spec: TrainingJobSpec,
+    announce: Callable[[str], None] | None = None,
+    preflight: bool = True,
 ) -> dict[str, Any]:
     """Check everything, then send ``CreateTrainingJob``; returns the request that was sent.
 
-    The checks include the data layout (:func:`~dogbreed.launch.layout.check_layout`).
+    The checks include the data layout (:func:`~dogbreed.launch.layout.check_layout`) and, unless
+    ``preflight=False``, the role, buckets and image (:func:`~dogbreed.launch.preflight.require_ready`).
     ``announce`` hears what was found and a last line just before the job starts. In local mode
     this call runs the whole job in docker and returns when it ends.
     """
     request = training_job_request(spec, aws.region, local=aws.local)
     layout = check_layout(aws, spec.channels)
+    if preflight:
+        require_ready(aws, spec)
     if announce:
         announce(layout.summary())
         announce(f"starting training job {spec.name}" + (" in local mode" if aws.local else ""))

@@ -21,6 +21,7 @@ from dogbreed.launch import LaunchError, strategies
 from dogbreed.launch.jobs import TrainingJobSpec, training_job_request, wait_timeout_s
 from dogbreed.launch.layout import check_layout
 from dogbreed.launch.poll import poll
+from dogbreed.launch.preflight import require_ready
 from dogbreed.launch.session import Aws, check_name
 
 #: The seed's search space: what ``dogbreed tune`` explores unless told otherwise.
@@ -202,9 +203,13 @@ def tuning_job_request(spec: TuningSpec, region: str) -> dict[str, Any]:
 
 
 def start_tuning_job(
-    aws: Aws, spec: TuningSpec, announce: Callable[[str], None] | None = None
+    aws: Aws,
+    spec: TuningSpec,
+    announce: Callable[[str], None] | None = None,
+    preflight: bool = True,
 ) -> dict[str, Any]:
-    """Check everything (the data layout too), then send ``CreateHyperParameterTuningJob``.
+    """Check everything (the data layout, and the role, buckets and image unless
+    ``preflight=False``), then send ``CreateHyperParameterTuningJob``.
 
     ``announce`` hears what was found in the data, before the job starts.
     """
@@ -212,6 +217,8 @@ def start_tuning_job(
         raise LaunchError("SageMaker has no local hyperparameter tuning; run tune on AWS")
     request = tuning_job_request(spec, aws.region)
     layout = check_layout(aws, spec.training.channels)
+    if preflight:
+        require_ready(aws, spec.training)
     if announce:
         announce(layout.summary())
     aws.sagemaker.create_hyper_parameter_tuning_job(**request)
