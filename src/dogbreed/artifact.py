@@ -6,24 +6,27 @@ Two files, nothing pickled:
 - ``model.json``: :class:`ModelSpec`, all a server needs (classes, image size, normalisation,
   architecture) plus the job's final metrics and hyperparameters for provenance.
 
-``load_artifact`` also accepts a ``model.tar.gz`` (as SageMaker stores it in S3).
+``load_artifact`` also accepts a ``model.tar.gz`` (as SageMaker stores it in S3). Reading the
+spec needs no torch (the slim server reads it); torch is imported where weights are read or saved.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from dogbreed.atomic import write_atomically
-from dogbreed.model import ARCHITECTURE, WeightsError, build_model, load_state_dict_file
+from dogbreed.contract import ARCHITECTURE
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 WEIGHTS_FILE = "model.pt"
 SPEC_FILE = "model.json"
@@ -45,6 +48,8 @@ class ModelSpec:
     architecture: str = ARCHITECTURE
     metrics: dict[str, float] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    #: What :mod:`dogbreed.export` shipped: ``files`` (ONNX files beside model.pt) and its checks.
+    onnx: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -73,9 +78,16 @@ class ModelSpec:
 
 def save_artifact(model_dir: Path, model: nn.Module, spec: ModelSpec) -> None:
     """Write ``model.pt`` and ``model.json`` atomically (weights first, spec last)."""
+    import torch
+
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     write_atomically(model_dir / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    save_spec(model_dir, spec)
+
+
+def save_spec(model_dir: Path, spec: ModelSpec) -> None:
+    """Write ``model.json`` atomically."""
     text = json.dumps(asdict(spec), indent=2, sort_keys=True)
     write_atomically(model_dir / SPEC_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
@@ -111,17 +123,42 @@ def resolve_model_dir(path: Path) -> Path:
     return path
 
 
+def unreadable(path: Path, exc: OSError) -> ArtifactError:
+    """An ArtifactError naming the file, its mode and owner, and who tried to read it."""
+    try:
+        info = path.stat()
+        found = f"mode {info.st_mode & 0o777:04o}, owner uid {info.st_uid}"
+    except OSError:
+        found = "not statable"
+    return ArtifactError(
+        f"cannot read {path} ({found}) as uid {os.getuid()}: {exc.strerror}; make the model "
+        "files readable by all (chmod a+r), as the training job writes them"
+    )
+
+
+def read_model_file(path: Path) -> bytes:
+    """The bytes of one artifact file, or an ArtifactError that says why it cannot be read."""
+    try:
+        return path.read_bytes()
+    except PermissionError as exc:
+        raise unreadable(path, exc) from None
+
+
 def load_spec(model_dir: Path) -> ModelSpec:
     spec_path = model_dir / SPEC_FILE
     if not spec_path.is_file():
         raise ArtifactError(f"no {SPEC_FILE} in {model_dir}: is this a dogbreed model directory?")
-    return ModelSpec.from_json(spec_path.read_text(), source=str(spec_path))
+    return ModelSpec.from_json(read_model_file(spec_path).decode(), source=str(spec_path))
 
 
 def load_artifact(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild the trained model in eval mode from a model directory or ``model.tar.gz``."""
+    from dogbreed.model import WeightsError, build_model, load_state_dict_file
+
     model_dir = resolve_model_dir(Path(path))
     spec = load_spec(model_dir)
+    if not os.access(model_dir / WEIGHTS_FILE, os.R_OK) and (model_dir / WEIGHTS_FILE).exists():
+        raise unreadable(model_dir / WEIGHTS_FILE, PermissionError(13, "Permission denied"))
     try:
         state = load_state_dict_file(model_dir / WEIGHTS_FILE)
         model = build_model(spec.num_classes)

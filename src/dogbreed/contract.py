@@ -39,3 +39,6 @@ SERVERLESS_MAX_PAYLOAD_MB = 4
 #: One Asynchronous Inference request, read from S3: up to 1 GB
 #: (https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference.html).
 ASYNC_MAX_PAYLOAD_MB = 1024
+
+#: The network every artifact holds (model.json's ``architecture``).
+ARCHITECTURE = "resnet18"

@@ -10,8 +10,6 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from dogbreed.contract import STAGES
 
-ARCHITECTURE = "resnet18"
-
 
 class WeightsError(ValueError):
     """A weights file is missing, unreadable or does not fit ResNet18."""
@@ -45,12 +43,6 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 
 def _first(names: list[str], count: int = 3) -> str:
     return f"{names[:count]}{' ...' if len(names) > count else ''}" if names else "none"
-
-
-def stem_activation_bytes(image_size: int) -> int:
-    """Bytes of ResNet18's largest activation for one float32 image: the stem's 64 x (size/2)^2."""
-    side = -(-image_size // 2)
-    return 64 * side * side * 4
 
 
 def build_model(num_classes: int, backbone: dict[str, torch.Tensor] | None = None) -> nn.Module:

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.model import stem_activation_bytes
 from dogbreed.serve.config import (
     THREADS_PER_WORKER,
     ConfigError,
     ServerSettings,
     removed_settings_in,
 )
-from dogbreed.serve.predictor import MMAP_CEILING_BYTES, cpu_batch_size
+from dogbreed.serve.predictor import MMAP_CEILING_BYTES, cpu_batch_size, stem_activation_bytes
 
 
 def settings(env: dict[str, str], cpus: int = 8, gpus: int = 0) -> ServerSettings:
@@ -112,12 +111,20 @@ def test_environment_overrides() -> None:
     assert s.max_concurrent_transforms == 100 // 20
 
 
+def test_an_asynchronous_endpoints_payload_limit_keeps_batch_transforms_rule() -> None:
+    s = ServerSettings.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024"}, cpus=2, gpus=0)
+    assert s.max_payload_bytes == 1024 * 1024 * 1024
+    assert (s.batch_payload_mb, s.max_concurrent_transforms) == (100, 1)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"MODEL_SERVER_WORKERS": "many"}, "MODEL_SERVER_WORKERS must be an integer, got 'many'"),
         ({"MODEL_SERVER_WORKERS": "0"}, "MODEL_SERVER_WORKERS must be >= 1"),
-        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, "must be <= 100"),
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1025"}, "must be <= 1024 (an asynchronous endpoint"),
+        ({"DOGBREED_RUNTIME": "tensorflow"}, "DOGBREED_RUNTIME must be one of auto, onnx, torch"),
+        ({"DOGBREED_PRECISION": "int4"}, "DOGBREED_PRECISION must be one of auto, int8, fp32"),
         ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "TCP port"),
         ({"DOGBREED_MAX_QUEUE_WAIT_S": "nan"}, "finite number"),
         ({"DOGBREED_MAX_QUEUE_WAIT_S": "-1"}, "finite number >= 0"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import os
@@ -20,11 +19,11 @@ from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-import torch
 from flask import Flask, Response, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from dogbreed.artifact import load_spec
 from dogbreed.serve.admission import Overloaded
 from dogbreed.serve.batcher import BatcherStopped
 from dogbreed.serve.config import (
@@ -37,6 +36,7 @@ from dogbreed.serve.config import (
 )
 from dogbreed.serve.predictor import InputError, Prediction, Predictor
 from dogbreed.serve.readiness import ReadyWorkers
+from dogbreed.serve.runtime import choose_model, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +147,17 @@ class ModelState:
 
     def load(self, settings: ServerSettings, device: str) -> None:
         start = time.perf_counter()
-        predictor = Predictor.from_artifact(
-            settings.model_dir,
-            device,
+        spec = load_spec(settings.model_dir)
+        choice = settings.model_choice or choose_model(
+            settings.model_dir, settings.runtime, settings.precision, settings.device
+        )
+        runtime = load_runtime(choice, spec, device, settings.torch_threads)
+        predictor = Predictor(
+            runtime,
+            spec,
             max_batch_size=settings.max_batch_size,
             max_batch_wait_s=MAX_BATCH_WAIT_S,
             max_image_pixels=MAX_IMAGE_PIXELS,
-            torch_threads=settings.torch_threads,
             preprocess_on_requests=settings.preprocess_on_requests,
             decode_slots=settings.decode_threads,
             timeout_s=settings.timeout_s,
@@ -164,12 +168,11 @@ class ModelState:
         self.loaded_in_s = time.perf_counter() - start
         self.predictor = predictor
         log.info(
-            "worker %d ready: %d classes, image size %d, device %s, batches of up to %d, "
-            "loaded in %.1fs",
+            "worker %d ready: %s; %d classes, image size %d, batches of up to %d, loaded in %.1fs",
             os.getpid(),
+            runtime.description,
             predictor.num_classes,
-            predictor.spec.image_size,
-            device,
+            spec.image_size,
             predictor.batcher.max_batch_size,
             self.loaded_in_s,
         )
@@ -182,11 +185,8 @@ def worker_device(settings: ServerSettings) -> str:
     return "cpu"
 
 
-def configure_worker(settings: ServerSettings) -> None:
-    """Per-process settings: torch threads, PIL's own bomb limit, logging."""
-    torch.set_num_threads(settings.torch_threads)
-    with contextlib.suppress(RuntimeError):  # already set in this process
-        torch.set_num_interop_threads(1)
+def configure_worker() -> None:
+    """Per-process settings: PIL's own bomb limit, logging (the runtime sets its threads)."""
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse those ourselves
     if not logging.getLogger().handlers:
@@ -229,7 +229,7 @@ def create_app(
 
     ``ready_workers`` (shared by all workers) makes /ping wait for every worker, not just this one.
     """
-    configure_worker(settings)
+    configure_worker()
     app = Flask("dogbreed.serve")
     # One byte over the limit: a chunked body (no Content-Length) is cut there, not rejected, so
     # reading limit + 1 bytes is how an oversized one shows.
@@ -262,7 +262,7 @@ def create_app(
             {
                 "MaxConcurrentTransforms": settings.max_concurrent_transforms,
                 "BatchStrategy": "SINGLE_RECORD",
-                "MaxPayloadInMB": settings.max_payload_mb,
+                "MaxPayloadInMB": settings.batch_payload_mb,
             }
         )
 

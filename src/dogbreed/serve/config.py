@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, MIB, MODEL, OPT_ML, REALTIME_MAX_PAYLOAD_MB
+from dogbreed.contract import (
+    ASYNC_MAX_PAYLOAD_MB,
+    BATCH_MAX_PAYLOAD_MB,
+    MIB,
+    MODEL,
+    OPT_ML,
+    REALTIME_MAX_PAYLOAD_MB,
+)
+from dogbreed.serve.runtime import PRECISIONS, RUNTIMES, ModelChoice
 
 #: SageMaker waits 60 s for an answer from /invocations.
 DEFAULT_TIMEOUT_S = 60
@@ -189,12 +197,20 @@ def max_queue_wait_s(env: Mapping[str, str], timeout_s: int) -> float:
 
 
 def payload_limit_mb(env: Mapping[str, str]) -> int:
-    """The body limit in MiB, at most batch transform's 100."""
+    """The body limit in MiB: real-time's 6 by default, up to an asynchronous request's 1 GB."""
     value = _int(env, ("SAGEMAKER_MAX_PAYLOAD_IN_MB",), REALTIME_MAX_PAYLOAD_MB)
-    if value > BATCH_MAX_PAYLOAD_MB:
+    if value > ASYNC_MAX_PAYLOAD_MB:
         raise ConfigError(
-            f"SAGEMAKER_MAX_PAYLOAD_IN_MB must be <= {BATCH_MAX_PAYLOAD_MB}, got {value}"
+            f"SAGEMAKER_MAX_PAYLOAD_IN_MB must be <= {ASYNC_MAX_PAYLOAD_MB} (an asynchronous "
+            f"endpoint's limit), got {value}"
         )
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -221,6 +237,9 @@ class ServerSettings:
     max_queue_wait_s: float  # admission: shed a request whose estimated queue wait exceeds this
     max_payload_bytes: int
     max_batch_size: int | None  # None: chosen per model on CPU (predictor.cpu_batch_size)
+    runtime: str = "auto"  # DOGBREED_RUNTIME: auto, onnx or torch (serve/runtime.py)
+    precision: str = "auto"  # DOGBREED_PRECISION: auto, int8 or fp32 (ONNX Runtime)
+    model_choice: ModelChoice | None = None  # what the master chose to serve, for the workers
     threads: int = THREADS_PER_WORKER  # request threads per worker (fewer under a low ulimit -n)
 
     @property
@@ -251,7 +270,12 @@ class ServerSettings:
         """Concurrent requests that keep every worker's batches full (batch transform's hint),
         within SageMaker's rule MaxConcurrentTransforms x MaxPayloadInMB <= 100."""
         wanted = self.workers * max(8, self.max_batch_size or 16)
-        return max(1, min(wanted, BATCH_MAX_PAYLOAD_MB // max(1, self.max_payload_mb)))
+        return max(1, min(wanted, BATCH_MAX_PAYLOAD_MB // self.batch_payload_mb))
+
+    @property
+    def batch_payload_mb(self) -> int:
+        """MaxPayloadInMB for batch transform: the body limit, within batch transform's 100."""
+        return max(1, min(self.max_payload_mb, BATCH_MAX_PAYLOAD_MB))
 
     @classmethod
     def from_env(
@@ -282,4 +306,6 @@ class ServerSettings:
             max_queue_wait_s=max_queue_wait_s(env, timeout_s),
             max_payload_bytes=payload_limit_mb(env) * MIB,
             max_batch_size=max_batch_size or None,
+            runtime=_choice(env, "DOGBREED_RUNTIME", RUNTIMES),
+            precision=_choice(env, "DOGBREED_PRECISION", PRECISIONS),
         )

@@ -1,8 +1,9 @@
-"""Bytes in, top-k breeds out: decode safely, preprocess with the training eval transform, infer.
+"""Bytes in, top-k breeds out: decode safely, preprocess as the training job evaluates, infer.
 
 The forward pass runs on the :class:`~dogbreed.serve.batcher.Batcher` thread, which gathers the
 inputs of concurrent requests into one batch; see :class:`Predictor` for where decoding runs.
 Each request passes :class:`~dogbreed.serve.admission.Admission` first, or is shed at once.
+Nothing here imports torch: the model runs in a :class:`~dogbreed.serve.runtime.Runtime`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,15 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch import nn
 
-from dogbreed.artifact import ModelSpec, load_artifact
-from dogbreed.model import stem_activation_bytes
-from dogbreed.imaging import decode_rgb, eval_resize_size
-from dogbreed.presets import eval_transform
+from dogbreed.artifact import ModelSpec
+from dogbreed.imaging import decode_rgb, eval_array, eval_resize_size
 from dogbreed.serve.admission import Admission
 from dogbreed.serve.batcher import Batcher
+from dogbreed.serve.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +57,12 @@ class Prediction:
             "class_index": self.class_index,
             "probability": self.probability,
         }
+
+
+def stem_activation_bytes(image_size: int) -> int:
+    """Bytes of ResNet18's largest activation for one float32 image: the stem's 64 x (size/2)^2."""
+    side = -(-image_size // 2)
+    return 64 * side * side * 4
 
 
 def cpu_batch_size(image_size: int, cap: int = 16) -> int:
@@ -128,16 +131,15 @@ class EncodedImage:
 class Predictor:
     """A loaded model, its preprocessing and its batcher: ``predict(list of image bytes, k)``.
 
-    Where images are decoded and transformed:
+    Where images are decoded and preprocessed:
 
     - ``preprocess_on_requests=False`` (the CPU default): on the inference thread, each image as
       the batcher takes it, while the batch still gathers (the wait for the next requests is spent
-      decoding the ones that came). Only that thread runs torch operations, so its OpenMP team
-      is the only one in the process and keeps its threads spinning between parallel regions
-      (with more teams than cores libgomp makes them sleep, which on 2 cores cost about 10 ms of
-      a 17 ms ResNet18 forward pass). The forward pass uses every core anyway.
+      decoding the ones that came). The runtime's thread pool is the only one computing, and the
+      forward pass uses every core anyway: on 2 cores, request threads running tensor operations
+      each got their own OpenMP team and a ResNet18 forward pass took ~28 ms instead of ~17 ms.
     - ``preprocess_on_requests=True`` (the GPU default): on the request threads, ``decode_slots``
-      at a time and one torch thread each, overlapping with the forward pass on the device.
+      at a time, overlapping with the forward pass on the device.
 
     ``max_batch_size=None`` takes :func:`cpu_batch_size` for the model's image size.
     ``max_queue_wait_s`` and ``max_waiting_requests`` are the admission limits (no limit: None).
@@ -145,37 +147,31 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module,
+        runtime: Runtime,
         spec: ModelSpec,
-        device: torch.device,
         *,
         max_batch_size: int | None,
         max_batch_wait_s: float = 0.0,
         max_image_pixels: int,
-        torch_threads: int | None = None,
         preprocess_on_requests: bool = False,
         decode_slots: int = 1,
         timeout_s: float | None = None,
         max_queue_wait_s: float | None = None,
         max_waiting_requests: int | None = None,
     ) -> None:
+        self.runtime = runtime
         self.spec = spec
-        self.device = device
-        self.model = model.to(device, memory_format=torch.channels_last).eval()
-        self.transform = eval_transform(spec.image_size, spec.mean, spec.std)
         self.resize_to = eval_resize_size(spec.image_size)
         self.max_image_pixels = max_image_pixels
         self.timeout_s = timeout_s
-        self.torch_threads = torch_threads
         self.preprocess_on_requests = preprocess_on_requests
         self._decode_slots = threading.BoundedSemaphore(decode_slots)
-        self._request_thread = threading.local()
         self.batcher = Batcher(
             self._forward_rows,
             max_batch_size or cpu_batch_size(spec.image_size),
             max_batch_wait_s,
             prepare=self._prepare_input,
-            on_start=self._start_inference_thread,
+            on_start=runtime.start_thread,
         )
         self.admission = Admission(
             math.inf if max_queue_wait_s is None else max_queue_wait_s,
@@ -183,55 +179,33 @@ class Predictor:
             lambda: self.batcher.service_time.seconds_per_input,
         )
 
-    @classmethod
-    def from_artifact(
-        cls, model_dir: Path, device: torch.device | str = "cpu", **kwargs
-    ) -> Predictor:
-        device = torch.device(device)
-        model, spec = load_artifact(model_dir, device)
-        return cls(model, spec, device, **kwargs)
-
     @property
     def num_classes(self) -> int:
         return self.spec.num_classes
 
-    def _start_inference_thread(self) -> None:
-        if self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
-        torch.get_num_threads()  # fixes this thread's pool size before request threads set theirs
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (float32, on CPU) for a preprocessed batch."""
-        with torch.inference_mode():
-            inputs = batch.to(self.device, memory_format=torch.channels_last, non_blocking=True)
-            return torch.softmax(self.model(inputs).float(), dim=1).cpu()
-
-    def preprocess(self, data: bytes, what: str = "image") -> torch.Tensor:
-        """Decode and transform one image exactly as the training job's evaluation does."""
+    def preprocess(self, data: bytes, what: str = "image") -> np.ndarray:
+        """Decode and preprocess one image exactly as the training job's evaluation does."""
         image = decode_image(data, self.max_image_pixels, self.resize_to, what)
         try:
-            return self.transform(image)
-        except Exception as exc:  # an image the transform cannot take is a bad input too
+            return eval_array(image, self.spec.image_size, self.spec.mean, self.spec.std)
+        except Exception as exc:  # an image the preprocessing cannot take is a bad input too
             raise InputError(f"cannot preprocess {what}: {exc}") from None
 
-    def _preprocess_on_request_thread(self, data: bytes, what: str) -> torch.Tensor:
-        if not getattr(self._request_thread, "ready", False):
-            torch.set_num_threads(1)  # many request threads: one torch thread each
-            self._request_thread.ready = True
+    def _preprocess_on_request_thread(self, data: bytes, what: str) -> np.ndarray:
         with self._decode_slots:
             return self.preprocess(data, what)
 
-    def _prepare_input(self, item: torch.Tensor | EncodedImage) -> torch.Tensor:
+    def _prepare_input(self, item: np.ndarray | EncodedImage) -> np.ndarray:
         """On the inference thread, while its batch gathers: decode what is still encoded."""
         if isinstance(item, EncodedImage):
             return self.preprocess(item.data, item.name)
         return item
 
-    def _forward_rows(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _forward_rows(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """On the inference thread: one forward pass, one row of probabilities per input."""
-        return list(self.forward(torch.stack(tensors)))
+        return list(self.runtime.forward(np.stack(arrays)))
 
-    def probabilities(self, images: list[bytes], names: list[str] | None = None) -> torch.Tensor:
+    def probabilities(self, images: list[bytes], names: list[str] | None = None) -> np.ndarray:
         """Class probabilities per image, once admitted (else :class:`Overloaded` at once).
 
         Encoded images are queued all at once (the inference thread decodes each as it takes
@@ -243,28 +217,27 @@ class Predictor:
         with self.admission.admit(len(images)):
             if not self.preprocess_on_requests:
                 encoded = [EncodedImage(d, n) for d, n in zip(images, names, strict=True)]
-                return torch.stack(self.batcher.run(encoded, self.timeout_s))
+                return np.stack(self.batcher.run(encoded, self.timeout_s))
             step = self.batcher.max_batch_size
-            rows: list[torch.Tensor] = []
+            rows: list[np.ndarray] = []
             for start in range(0, len(images), step):
                 chunk = zip(images[start : start + step], names[start : start + step], strict=True)
                 inputs = [self._preprocess_on_request_thread(data, name) for data, name in chunk]
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 rows += self.batcher.run(inputs, remaining, ahead=start > 0)
-        return torch.stack(rows)
+        return np.stack(rows)
 
     def predict(
         self, images: list[bytes], top_k: int, names: list[str] | None = None
     ) -> list[list[Prediction]]:
         """The ``top_k`` most likely breeds (k bounded by the class count) for each image."""
         probs = self.probabilities(images, names)
-        values, indices = probs.topk(min(top_k, self.num_classes), dim=1)
+        k = min(top_k, self.num_classes)
+        # A stable sort on the negated probabilities: ties keep the lower class index first.
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [
-            [
-                Prediction(self.spec.class_names[i], i, float(p))
-                for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)
-            ]
-            for row_values, row_indices in zip(values, indices, strict=True)
+            [Prediction(self.spec.class_names[i], int(i), float(row[i])) for i in indices]
+            for row, indices in zip(probs, order, strict=True)
         ]
 
     def warm_up(self, rounds: int = 1) -> None:
@@ -279,12 +252,12 @@ class Predictor:
         Image.fromarray(pixels).save(buffer, format="JPEG")
         self.predict([buffer.getvalue()], top_k=1)
         self.batcher.service_time.restart()  # measured from warm batches, not the cold first one
-        blank = torch.zeros(3, size, size)
+        blank = np.zeros((3, size, size), dtype=np.float32)
         for _ in range(rounds):
             self.batcher.run([blank] * self.batcher.max_batch_size)
         log.info(
-            "warm-up done on %s: 1 image, %d batches of %d",
-            self.device,
+            "warm-up done (%s): 1 image, %d batches of %d",
+            self.runtime.description,
             rounds,
             self.batcher.max_batch_size,
         )

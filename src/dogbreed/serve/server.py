@@ -6,8 +6,9 @@ behind invocations for a thread; admission control (:mod:`dogbreed.serve.admissi
 of them free under any load.
 
 The master process stays light: it reads the settings, checks that the model directory holds a
-readable ``model.json`` and forks the workers; each worker loads the weights itself (torch thread
-pools and CUDA contexts do not survive a fork). SIGTERM stops accepting connections and lets
+readable ``model.json``, chooses the runtime and model file (:mod:`dogbreed.serve.runtime`) and
+forks the workers; each worker loads the model itself (thread pools and CUDA contexts do not
+survive a fork). SIGTERM stops accepting connections and lets
 in-flight requests finish (within ``GRACEFUL_TIMEOUT_S``); then each worker's inference thread
 ends.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from dogbreed.artifact import ArtifactError
 from dogbreed.serve.allocator import AllocatorError, allocator_in_use, reexec_with_allocator
 from dogbreed.serve.config import (
     GRACEFUL_TIMEOUT_S,
@@ -129,19 +131,25 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 
 def check_model_dir(settings: ServerSettings) -> ServerSettings:
-    """Fail fast, in the master, on a missing or malformed artifact; extract a tarball once."""
-    from dogbreed.artifact import WEIGHTS_FILE, ArtifactError, load_spec, resolve_model_dir
+    """Fail fast, in the master, on a missing or malformed artifact; extract a tarball once; choose
+    the runtime and model file that the workers load."""
+    from dogbreed.artifact import load_spec, resolve_model_dir
+    from dogbreed.serve.runtime import choose_model
 
     model_dir = resolve_model_dir(settings.model_dir)
     spec = load_spec(model_dir)
-    if not (model_dir / WEIGHTS_FILE).is_file():
-        raise ArtifactError(f"no {WEIGHTS_FILE} in {model_dir}")
+    choice = choose_model(model_dir, settings.runtime, settings.precision, settings.device)
+    if not choice.model_file.is_file():
+        raise ArtifactError(f"no {choice.model_file.name} in {model_dir}")
     log.info(
-        "model %s: %d classes, image size %d; %d %s worker(s) x %d threads, %d torch threads "
-        "each; queue limits per worker: %d requests, %gs wait; memory allocator: %s",
+        "model %s: %d classes, image size %d; serving %s with %s; %d %s worker(s) x %d threads, "
+        "%d compute threads each; queue limits per worker: %d requests, %gs wait; memory "
+        "allocator: %s",
         model_dir,
         spec.num_classes,
         spec.image_size,
+        choice.model_file.name,
+        "ONNX Runtime" if choice.runtime == "onnx" else "torch",
         settings.workers,
         settings.device,
         settings.threads,
@@ -150,7 +158,7 @@ def check_model_dir(settings: ServerSettings) -> ServerSettings:
         settings.max_queue_wait_s,
         allocator_in_use(),
     )
-    return dataclasses.replace(settings, model_dir=model_dir)
+    return dataclasses.replace(settings, model_dir=model_dir, model_choice=choice)
 
 
 #: File descriptors a worker needs besides its connections (listener, logs, pipes, libraries).
@@ -196,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(args_given)
     for warning in removed_settings_in(os.environ):
         log.warning(warning)
-    from dogbreed.artifact import ArtifactError  # after the re-exec: it imports torch
-
     try:
         settings = check_model_dir(fit_open_file_limit(settings_from_args(args)))
     except (ConfigError, ArtifactError) as exc:
