@@ -232,6 +232,7 @@ def run_tune(args: argparse.Namespace) -> int:
     )
     if not args.wait:
         print(f"check it with: dogbreed tune --status {name}")
+        print(f"follow the best trial's logs: {_follow_command(args, name)}")
         return 0
     print(wait_for_tuning_job(aws, name, tuning_timeout_s(request)).summary())
     return 0
@@ -347,7 +348,8 @@ def run_train(args: argparse.Namespace) -> int:
             wait_for_training_job(aws, name, timeout_s, on_status=print)
         print(f"model: {model_artifact_of(aws, name)}")
     else:
-        print(f"follow it in the console, then: dogbreed deploy --job {name} ...")
+        print(f"follow its logs: {_follow_command(args, name)}")
+        print(f"then: dogbreed deploy --job {name} ...")
     return 0
 
 
@@ -358,47 +360,106 @@ def configure_deploy(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--job", help="training job whose model.tar.gz to serve")
     source.add_argument("--model-data", help="s3://.../model.tar.gz")
-    parser.add_argument("--image", required=True, help="serving image URI")
+    images = parser.add_argument_group(
+        "serving images (build_and_push.sh prints both; either one alone serves everywhere)"
+    )
+    images.add_argument(
+        "--slim-image", help="dogbreed-serve-slim URI (ONNX Runtime, no torch): CPU and serverless"
+    )
+    images.add_argument(
+        "--serve-image", "--image", dest="serve_image", help="dogbreed-serve URI (torch): GPU"
+    )
     parser.add_argument(
         "--name", help="endpoint (and model, config) name (default: dogbreed-<time>)"
     )
-    parser.add_argument("--instance-type", default=defaults.SERVING_INSTANCE_TYPE)
+    parser.add_argument(
+        "--instance-type", help=f"default: {defaults.SERVING_INSTANCE_TYPE}; not with --serverless"
+    )
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    serverless = parser.add_argument_group(
+        "serverless: billed per ms of compute, nothing while idle; cold starts; 4 MB requests"
+    )
+    serverless.add_argument("--serverless", action="store_true")
+    serverless.add_argument(
+        "--memory-mb", type=int, help="1024-6144 in steps of 1024 (default 2048)"
+    )
+    serverless.add_argument("--max-concurrency", type=int, help="1-200 (default 5)")
+    serverless.add_argument(
+        "--provisioned-concurrency", type=int, help="warm environments (billed while idle)"
+    )
+    asynchronous = parser.add_argument_group(
+        "async: queued requests and results in S3, up to 100 MB and 1 h each; can scale to 0"
+    )
+    asynchronous.add_argument("--async", dest="asynchronous", action="store_true")
+    asynchronous.add_argument("--output-s3", help="S3 prefix for results (required with --async)")
+    asynchronous.add_argument(
+        "--failure-s3", help="S3 prefix for errors (default: failures/ beside --output-s3)"
+    )
+    asynchronous.add_argument("--success-topic", help="SNS topic ARN told of each result")
+    asynchronous.add_argument("--error-topic", help="SNS topic ARN told of each failure")
+    asynchronous.add_argument("--max-concurrent-invocations-per-instance", type=int)
     scaling = parser.add_argument_group("autoscaling (on when --autoscale-max is given)")
     scaling.add_argument("--autoscale-max", type=int, help="most instances")
-    scaling.add_argument("--autoscale-min", type=int, default=1)
+    scaling.add_argument(
+        "--autoscale-min",
+        "--min-instances",
+        type=int,
+        default=1,
+        help="fewest instances; 0 (async only) scales to zero and wakes on a backlog",
+    )
     scaling.add_argument(
         "--target-invocations",
         type=float,
         default=100.0,
-        help="invocations per instance per minute to hold (default: %(default)s)",
+        help="real-time: invocations per instance per minute to hold (default: %(default)s)",
+    )
+    scaling.add_argument(
+        "--target-backlog",
+        type=float,
+        default=5.0,
+        help="async: queued requests per instance to hold (default: %(default)s)",
     )
     parser.add_argument("--no-wait", action="store_true", help="return before InService")
     _aws_options(parser, role=True)
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from dogbreed.launch.deploy import Autoscaling, EndpointSpec, deploy
+    from dogbreed.launch.autoscaling import Autoscaling
+    from dogbreed.launch.deploy import EndpointSpec, deploy, endpoint_mode
+    from dogbreed.launch.images import ServingImages, choose_image
     from dogbreed.launch.jobs import model_artifact_of, parse_key_values
     from dogbreed.launch.session import resolve_role, unique_name
 
+    serverless, asynchronous = endpoint_mode(vars(args))  # checked before any request
+    instance_type = args.instance_type or defaults.SERVING_INSTANCE_TYPE
+    image = choose_image(
+        ServingImages(args.slim_image, args.serve_image),
+        "serverless" if serverless else instance_type,
+    )
+    if image.warning:
+        print(f"dogbreed deploy: warning: {image.warning}", file=sys.stderr)
+    scaling = None
+    if args.autoscale_max:
+        scaling = Autoscaling(
+            args.autoscale_min, args.autoscale_max, args.target_invocations, args.target_backlog
+        )
     aws = _connect(args)
     spec = EndpointSpec(
         name=args.name or unique_name("dogbreed"),
-        image_uri=args.image,
+        image_uri=image.uri,
         model_data=args.model_data or model_artifact_of(aws, args.job),
         role_arn=resolve_role(args.role, aws),
-        instance_type=args.instance_type,
+        instance_type=instance_type,
         instance_count=args.instance_count,
         environment=parse_key_values(args.env, "--env"),
-        autoscaling=(
-            Autoscaling(args.autoscale_min, args.autoscale_max, args.target_invocations)
-            if args.autoscale_max
-            else None
-        ),
+        autoscaling=scaling,
+        serverless=serverless,
+        asynchronous=asynchronous,
     )
-    print(f"deploying {spec.model_data} to endpoint {spec.name} ({spec.instance_type})")
+    where = "serverless" if serverless else instance_type
+    print(f"deploying {spec.model_data} to {spec.mode} endpoint {spec.name} ({where})")
+    print(f"image: {image.why}: {image.uri}")
     described = deploy(aws, spec, wait=not args.no_wait)
     print(f"endpoint {spec.name}: {described['EndpointStatus']}")
     print(
@@ -412,18 +473,41 @@ def configure_invoke(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print the raw predictions as JSON")
+    asynchronous = parser.add_argument_group("async endpoints")
+    asynchronous.add_argument(
+        "--input-s3", help="S3 prefix to upload the images to (default: input/ beside the output)"
+    )
+    asynchronous.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for results (default: 900)"
+    )
     _aws_options(parser)
 
 
 def run_invoke(args: argparse.Namespace) -> int:
     import json
 
-    from dogbreed.launch.invoke import format_predictions, invoke, read_image
+    from dogbreed.launch.async_invoke import input_prefix, invoke_async
+    from dogbreed.launch.invoke import (
+        LARGEST_PAYLOAD_MB,
+        describe_target,
+        format_predictions,
+        invoke,
+        read_image,
+    )
 
-    images = [read_image(path) for path in args.images]  # all checked before any request
+    # Every file is checked before any inference: its kind here, its size against the endpoint's.
+    images = [read_image(path, LARGEST_PAYLOAD_MB) for path in args.images]
     aws = _connect(args)
+    target = describe_target(aws, args.endpoint)
     for image in images:
-        predictions = invoke(aws, args.endpoint, image, args.top_k)
+        target.check(image)
+    if target.mode == "async":
+        prefix = input_prefix(target, args.input_s3)
+        print(f"uploading to {prefix}; waiting up to {args.timeout:g} s", file=sys.stderr)
+        answers = invoke_async(aws, target, images, prefix, args.top_k, args.timeout)
+    else:
+        answers = ((image, invoke(aws, args.endpoint, image, args.top_k)) for image in images)
+    for image, predictions in answers:
         if args.json:
             print(json.dumps({"file": str(image.path), "predictions": predictions}))
         else:
@@ -514,6 +598,72 @@ def run_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- logs / status / endpoints ------------------------------------------------------------
+
+
+def _follow_command(args: argparse.Namespace, name: str) -> str:
+    from dogbreed.launch.watch import follow_command
+
+    return follow_command(name, args.region, args.profile)
+
+
+def configure_logs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name",
+        help="a training job, a tuning job (follows its best trial, or --trial) or an endpoint",
+    )
+    parser.add_argument("--trial", help="with a tuning job: the training job to follow")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep printing until the job ends (an endpoint: until it fails or is deleted)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to follow at most (default: the job's max runtime + 1 h; endpoints: 1 h)",
+    )
+    _aws_options(parser)
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from dogbreed.launch.watch import log_source, show_logs
+
+    aws = _connect(args)
+    source = log_source(aws, args.name, trial=args.trial)
+    ended = show_logs(aws, source, follow=args.follow, timeout_s=args.timeout)
+    if ended:
+        print(f"{source.kind} {source.name}: {ended}")
+    return 0 if ended in (None, "Completed", "Deleted") else 1
+
+
+def configure_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="a training job or a tuning job")
+    _aws_options(parser)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from dogbreed.launch.status import status_lines
+
+    print("\n".join(status_lines(_connect(args), args.name)))
+    return 0
+
+
+def configure_endpoints(parser: argparse.ArgumentParser) -> None:
+    _aws_options(parser)
+
+
+def run_endpoints(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from dogbreed.launch.endpoints import endpoint_table, tool_endpoints
+
+    aws = _connect(args)
+    now = datetime.now(UTC)
+    print("\n".join(endpoint_table(tool_endpoints(aws, now), aws.region, now)))
+    return 0
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -525,6 +675,12 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--job", help="training job: adds rule verdicts and the profiler report")
     parser.add_argument("--out", type=Path, default=Path("debugger-report"), help="output folder")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --job: first wait until its ProfilerReport rule has finished (at most the "
+        "job's max runtime + 1 h)",
+    )
     _aws_options(parser)
 
 
@@ -532,7 +688,11 @@ def run_report(args: argparse.Namespace) -> int:
     from dogbreed.launch.report import write_report
 
     aws = _connect(args) if args.job or (args.trial or "").startswith("s3://") else None
-    report = write_report(args.out, trial_path=args.trial, aws=aws, job_name=args.job)
+    if args.wait and args.job:
+        print(f"waiting for the ProfilerReport rule of training job {args.job} to finish")
+    report = write_report(
+        args.out, trial_path=args.trial, aws=aws, job_name=args.job, wait=args.wait
+    )
     print(report.text)
     print("wrote " + ", ".join(str(p) for p in report.files))
     return 0
@@ -592,7 +752,11 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         run_tune,
     ),
     "train": ("one training job with Debugger rules and the profiler", configure_train, run_train),
-    "deploy": ("serve a trained model on a real-time endpoint", configure_deploy, run_deploy),
+    "deploy": (
+        "serve a trained model: real-time, serverless or async endpoint",
+        configure_deploy,
+        run_deploy,
+    ),
     "invoke": (
         "send JPEG/PNG files to an endpoint, print the top-k breeds",
         configure_invoke,
@@ -613,6 +777,21 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         "loss and gradient plots, rule verdicts, profiler report",
         configure_report,
         run_report,
+    ),
+    "logs": (
+        "print or follow the CloudWatch logs of a training job, tuning trial or endpoint",
+        configure_logs,
+        run_logs,
+    ),
+    "status": (
+        "a training or tuning job's status, times and billed seconds",
+        configure_status,
+        run_status,
+    ),
+    "endpoints": (
+        "the live endpoints dogbreed made, with instances, age and cost per hour and month",
+        configure_endpoints,
+        run_endpoints,
     ),
 }
 
