@@ -482,7 +482,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     if image.warning:
         print(f"dogbreed deploy: warning: {image.warning}", file=sys.stderr)
     scaling = None
-    if args.autoscale_max:
+    if args.autoscale_max is not None:
         scaling = Autoscaling(
             args.autoscale_min, args.autoscale_max, args.target_invocations, args.target_backlog
         )

@@ -95,7 +95,9 @@ def endpoint_mode(options: Mapping[str, Any]) -> tuple[ServerlessSpec | None, As
     if options.get("serverless"):
         if options.get("instance_type"):
             raise LaunchError("serverless endpoints have no instance type: drop --instance-type")
-        given = {name: options[name] for name in SERVERLESS_OPTIONS if options.get(name)}
+        given = {
+            name: options[name] for name in SERVERLESS_OPTIONS if options.get(name) is not None
+        }
         serverless = ServerlessSpec(**given)
     if options.get("asynchronous"):
         if not options.get("output_s3"):
@@ -125,7 +127,7 @@ def server_environment(spec: EndpointSpec) -> dict[str, str]:
         raw = spec.environment[PAYLOAD_ENV]
         if not raw.isdigit() or not 1 <= int(raw) <= spec.max_payload_mb:
             raise LaunchError(
-                f"--env {PAYLOAD_ENV}={raw}: a {spec.mode} endpoint takes 1-{spec.max_payload_mb} "
+                f"--env {PAYLOAD_ENV}={raw}: {spec.mode} endpoints take 1-{spec.max_payload_mb} "
                 "(MB per request)"
             )
     return environment
