@@ -76,7 +76,7 @@ def describe_images_params(image: str) -> dict:
 
 def stub_account(
     stub,
-    role: dict | str = HEALTHY,
+    role: dict | str | None = HEALTHY,
     bucket_region: str | None = None,
     bucket_error: str | None = None,
     image_error: str | None = None,
@@ -84,7 +84,7 @@ def stub_account(
     serve_image: bool = True,
 ) -> None:
     """Every request `preflight` sends for ARGS, healthy unless told: ``role`` a GetRole response
-    or an error code; the bucket's LocationConstraint or a HeadBucket error; a DescribeImages
+    or an error code (None: not asked for); the bucket's LocationConstraint or a HeadBucket error; a DescribeImages
     error for the training image (and the serving image unless ``serve_image=False``); the quota
     values (ListServiceQuotas, in two pages)."""
     stub("sts").add_response(
@@ -98,7 +98,7 @@ def stub_account(
     iam = stub("iam")
     if isinstance(role, str):
         iam.add_client_error("get_role", role, http_status_code=404)
-    else:
+    elif role is not None:
         iam.add_response("get_role", role_description() if role is HEALTHY else role)
     s3 = stub("s3")
     if bucket_error:
@@ -230,6 +230,14 @@ def test_each_problem_is_named_with_its_fix(stub, capsys, account, problem, fix)
     assert problem_lines(out) == [f"PROBLEM  {problem}"]
     assert f"         fix: {fix}" in out
     assert out.rstrip().endswith("1 problem(s): fix them before a run")
+
+
+def test_a_malformed_role_arn_is_a_problem_without_asking_iam(stub, capsys) -> None:
+    stub_account(stub, role=None)  # a GetRole would fail the test
+    assert main([a if a != ROLE else "dogbreed-sagemaker" for a in ARGS]) == 1
+    assert problem_lines(capsys.readouterr().out) == [
+        "PROBLEM  role: 'dogbreed-sagemaker' is not an IAM role ARN"
+    ]
 
 
 def test_an_image_outside_ecr_is_not_checked(stub, capsys) -> None:

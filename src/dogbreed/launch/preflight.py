@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from dogbreed.launch import LaunchError
-from dogbreed.launch.session import Aws
+from dogbreed.launch.session import ROLE_PATTERN, Aws
 
 if TYPE_CHECKING:
     from dogbreed.launch.jobs import TrainingJobSpec
@@ -152,6 +152,13 @@ def check_role(aws: Aws, role_arn: str | None) -> Check:
             PROBLEM,
             "no SageMaker execution role given",
             "pass --role ARN or set DOGBREED_ROLE_ARN (create one as below if you have none)",
+        )
+    if not ROLE_PATTERN.match(role_arn):
+        return Check(
+            "role",
+            PROBLEM,
+            f"{role_arn!r} is not an IAM role ARN",
+            "--role arn:aws:iam::<account>:role/<name> (aws iam list-roles shows yours)",
         )
     role_name = role_arn.rsplit("/", 1)[-1]
     create = (
