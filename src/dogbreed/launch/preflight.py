@@ -44,7 +44,8 @@ TRUST_POLICY = json.dumps(
     separators=(",", ":"),
 )
 #: Where SageMaker runs a rule evaluation whose configuration names no InstanceType (ours name
-#: none): one processing job per rule, for as long as the training job runs.
+#: none): one processing job per rule, for as long as the training job runs. The instance type is
+#: the one users report (issue 10); SageMaker's API reference does not state this default.
 RULE_INSTANCE_TYPE = "ml.m5.xlarge"
 ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
