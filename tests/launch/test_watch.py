@@ -12,13 +12,14 @@ from datetime import datetime
 import pytest
 from botocore.stub import Stubber
 
-from dogbreed.cli import main
+from dogbreed.cli import build_parser, main
 from dogbreed.launch import LaunchError
 from dogbreed.launch.report import wait_for_profiler_report
 from dogbreed.launch.watch import POLL_S, TRAINING_LOG_GROUP, log_source, show_logs
 
-from .conftest import training_job_description
+from .conftest import stub_dog_images, training_job_description
 from .test_poll import FakeClock
+from .test_train_job import TRAIN_ARGS, plain_request
 from .test_tune import describe_tuning
 
 JOB = "dogbreed-train-1"
@@ -268,19 +269,22 @@ def test_logs_of_an_unknown_name_say_what_was_looked_for(stub, capsys) -> None:
     assert "no training job, tuning job or endpoint named 'nothing-here' in us-east-1" in err
 
 
-def test_train_without_wait_prints_the_command_that_follows_it() -> None:
-    """The line train and tune print is the command line `logs` parses."""
-    from dogbreed.cli import build_parser
-    from dogbreed.launch.watch import follow_command
-
-    line = follow_command(JOB, "eu-west-1", "dogs")
-    assert line == f"dogbreed logs {JOB} --follow --region eu-west-1 --profile dogs"
+def test_train_without_wait_prints_the_command_that_follows_it(stub, capsys) -> None:
+    """The line train prints (tune prints the same) is the command line `logs` parses."""
+    stub_dog_images(stub("s3"))
+    stub("sagemaker").add_response(
+        "create_training_job", {"TrainingJobArn": "arn:t"}, plain_request()
+    )
+    options = ["--no-debugger", "--skip-preflight"]
+    assert main([*TRAIN_ARGS, *options, "--region", "us-east-1", "--profile", "dogs"]) == 0
+    line = f"dogbreed logs {JOB} --follow --region us-east-1 --profile dogs"
+    assert f"follow its logs: {line}" in capsys.readouterr().out.splitlines()
     args = build_parser().parse_args(line.split()[1:])
     assert (args.command, args.name, args.follow, args.region, args.profile) == (
         "logs",
         JOB,
         True,
-        "eu-west-1",
+        "us-east-1",
         "dogs",
     )
 
