@@ -6,12 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from botocore.stub import ANY, Stubber
 
 from dogbreed.cli import main
+from dogbreed.launch.async_endpoint import AsyncSpec
 from dogbreed.launch.defaults import TOOL_TAG
-from dogbreed.launch.endpoints import endpoint_table, tool_endpoints
+from dogbreed.launch.deploy import EndpointSpec, endpoint_config_request
+from dogbreed.launch.endpoints import endpoint_table, kind_of, tool_endpoints
 from dogbreed.launch.prices import HOURLY_USD, hourly_price
+from dogbreed.launch.serverless import ServerlessSpec
+
+from .conftest import ROLE, SERVE_IMAGE
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/"
@@ -235,3 +241,14 @@ def test_prices_are_known_only_for_their_region() -> None:
     assert hourly_price("ml.m5.large", "us-east-1") == 0.115
     assert hourly_price("ml.m5.large", "eu-west-1") is None
     assert hourly_price("ml.g4dn.xlarge", "us-east-1") is None
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [{}, {"serverless": ServerlessSpec()}, {"asynchronous": AsyncSpec("s3://bucket/async/")}],
+    ids=["real-time", "serverless", "async"],
+)
+def test_the_kind_read_back_is_the_mode_deploy_created(mode: dict[str, Any]) -> None:
+    """What `deploy` sends as the endpoint config is what `endpoints` classifies."""
+    spec = EndpointSpec("dogs", SERVE_IMAGE, "s3://bucket/model.tar.gz", ROLE, **mode)
+    assert kind_of(endpoint_config_request(spec)) == spec.mode
