@@ -38,7 +38,10 @@ KEY_OPTIONS = {
     "invoke": ["--top-k", "images"],
     "transform": ["--input", "--output", "--model"],
     "cleanup": ["endpoint"],
-    "report": ["trial", "--job", "--out"],
+    "report": ["trial", "--job", "--out", "--wait"],
+    "logs": ["name", "--follow", "--trial", "--timeout"],
+    "status": ["name"],
+    "endpoints": ["--region", "--profile"],
     "preflight": ["--role", "--bucket", "--train-image", "--serve-image", "--max-parallel"],
 }
 
