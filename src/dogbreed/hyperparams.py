@@ -49,6 +49,8 @@ class Hyperparameters:
     amp: bool = True
     log_interval: int = 10
     stall_timeout: float = 180.0
+    export: bool = True
+    int8_max_drop: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -124,6 +126,10 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "amp": _boolean,
     "log_interval": _number(_integer, "an integer >= 1", lambda v: v >= 1),
     "stall_timeout": _number(float, "a number of seconds in [1, 3600]", lambda v: 1 <= v <= 3600),
+    "export": _boolean,
+    "int8_max_drop": _number(
+        float, "a number of accuracy points in [-100, 100]", lambda v: -100 <= v <= 100
+    ),
 }
 
 

@@ -60,6 +60,7 @@ from dogbreed.engine import (
     evaluate,
     train_one_epoch,
 )
+from dogbreed.export import ExportError, export_environment, export_trained_model
 from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
 from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
 from dogbreed.job_paths import JobPaths
@@ -367,6 +368,11 @@ class Trainer:
         save_artifact(self.paths.model_dir, self.model, spec)
         write_history(state.history, self.paths.output_data_dir)
         log.info("model written to %s (best epoch %d)", self.paths.model_dir, state.best_epoch)
+        if hp.export:
+            splits = self.splits
+            export_trained_model(
+                self.paths.model_dir, splits["train"].root, splits["valid"].root, hp.int8_max_drop
+            )
         if self.paths.job_name:  # a tuning trial: what it leaves, every later trial copies in
             remove_checkpoints(self.checkpoint_dir)
             log.info("completed: removed this job's checkpoints (%s)", self.checkpoint_dir)
@@ -391,7 +397,7 @@ def out_of_memory_advice(exc: StepOutOfMemory, hp: Hyperparameters, world: World
 
 def failure_message(exc: BaseException, hp: Hyperparameters | None, world: World) -> str | None:
     """The cause and fix of a failure we recognise, or None for an unexpected one."""
-    if isinstance(exc, (HyperparameterError, DataError, WeightsError)):
+    if isinstance(exc, (HyperparameterError, DataError, WeightsError, ExportError)):
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, StepOutOfMemory) and hp is not None:
         return f"OutOfMemory: {out_of_memory_advice(exc, hp, world)}"
@@ -412,6 +418,8 @@ def run(argv: Sequence[str]) -> int:
     try:
         hp = parse_hyperparameters(argv)
         log.info("hyperparameters: %s", json.dumps(hp.to_dict(), sort_keys=True))
+        if hp.export:
+            export_environment()  # fails now, not after training, where the export cannot run
         world = init_world(hp.stall_timeout)
         trainer = Trainer(hp, paths, world)
         started = time.perf_counter()

@@ -20,8 +20,16 @@ import pytest
 from dogbreed.sample_data import write_sample
 
 TRAIN = str(Path(sys.executable).with_name("train"))
-# Small and fast: 64 px images, tiny batches, a couple of epochs.
-FAST = {"image-size": "64", "batch-size": "8", "epochs": "2", "pretrained": "false", "lr": "0.01"}
+# Small and fast: 64 px images, tiny batches, a couple of epochs, no ONNX export
+# (tests/train/test_export.py turns it on).
+FAST = {
+    "image-size": "64",
+    "batch-size": "8",
+    "epochs": "2",
+    "pretrained": "false",
+    "lr": "0.01",
+    "export": "false",
+}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dogbreed.hyperparams import PARSERS, Hyperparameters, cli_name
 from dogbreed.metrics import METRIC_NAMES
 
 DOC = Path(__file__).parents[2] / "docs" / "training.md"
-ROW = re.compile(r"^\| `([a-z-]+)` \| ([^|]+) \|", re.MULTILINE)
+ROW = re.compile(r"^\| `([a-z0-9-]+)` \| ([^|]+) \|", re.MULTILINE)
 
 
 def _section(title: str) -> str:
