@@ -431,7 +431,7 @@ def configure_deploy(parser: argparse.ArgumentParser) -> None:
         "--provisioned-concurrency", type=int, help="warm environments (billed while idle)"
     )
     asynchronous = parser.add_argument_group(
-        "async: queued requests and results in S3, up to 100 MB and 1 h each; can scale to 0"
+        "async: queued requests and results in S3, up to 1 GB and 1 h each; can scale to 0"
     )
     asynchronous.add_argument("--async", dest="asynchronous", action="store_true")
     asynchronous.add_argument("--output-s3", help="S3 prefix for results (required with --async)")

@@ -33,7 +33,7 @@ from .test_endpoint import BOTH_IMAGES, jpeg_file
 
 SUCCESS = "arn:aws:sns:us-east-1:123456789012:dogs-done"
 ERROR = "arn:aws:sns:us-east-1:123456789012:dogs-failed"
-SERVER_LIMITS = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "100", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
+SERVER_LIMITS = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
 OUTPUT = "s3://bucket/dogs/output/"
 ASYNC_CONFIG = {
     "OutputConfig": {
@@ -129,7 +129,7 @@ def test_async_deploy_scales_to_zero_with_the_wake_up_alarm(stub, capsys, monkey
 def test_the_server_takes_the_limits_an_async_deploy_sets() -> None:
     spec = EndpointSpec("dogs", SLIM_IMAGE, MODEL_DATA, ROLE, asynchronous=AsyncSpec(OUTPUT))
     settings = ServerSettings.from_env(server_environment(spec), cpus=2, gpus=0)
-    assert settings.max_payload_mb == 100 and settings.timeout_s == 3600
+    assert settings.max_payload_mb == 1024 and settings.timeout_s == 3600
 
 
 @pytest.mark.parametrize(
@@ -151,8 +151,8 @@ def test_the_server_takes_the_limits_an_async_deploy_sets() -> None:
             "only --async endpoints scale to 0",
         ),
         (
-            ["--async", "--output-s3", OUTPUT, "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=200"],
-            "async endpoints take 1-100",
+            ["--async", "--output-s3", OUTPUT, "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=2048"],
+            "async endpoints take 1-1024",
         ),
     ],
 )
@@ -260,7 +260,7 @@ def test_invoke_async_gives_up_at_its_timeout(aws, stub, tmp_path) -> None:
     for _ in range(4 * 2):
         s3.add_client_error("get_object", **NO_SUCH_KEY)
     image = read_image(jpeg_file(tmp_path / "dog.jpg"))
-    target = Target("dogs", "async", 100, OUTPUT)
+    target = Target("dogs", "async", 1024, OUTPUT)
     answers = invoke_async(
         aws,
         target,

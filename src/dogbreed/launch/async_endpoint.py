@@ -3,8 +3,8 @@
 An async endpoint takes payloads up to 1 GB and processing up to one hour
 (https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference.html; InvokeEndpointAsync's
 InvocationTimeoutSeconds goes up to 3600), and it can scale to zero instances when its queue is
-empty (:mod:`dogbreed.launch.autoscaling`). Our server caps its own body limit at 100 MB
-(``SAGEMAKER_MAX_PAYLOAD_IN_MB``, serve/config.py), so that is what an async endpoint of ours takes.
+empty (:mod:`dogbreed.launch.autoscaling`). The server's own limits follow: the deploy sets its
+``SAGEMAKER_MAX_PAYLOAD_IN_MB`` to 1 GB and ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` to an hour.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from dogbreed.contract import ASYNC_MAX_PAYLOAD_MB, BATCH_MAX_PAYLOAD_MB
+from dogbreed.contract import ASYNC_MAX_PAYLOAD_MB
 from dogbreed.launch import LaunchError
 from dogbreed.launch.session import check_s3_prefix
 
@@ -40,9 +40,8 @@ class AsyncSpec:
     success_topic: str | None = None
     error_topic: str | None = None
     max_concurrent_invocations: int | None = None  # None: SageMaker chooses
-    #: What the server must accept and how long it may take. The payload is the server's own
-    #: ceiling (below AWS's 1 GB); the timeout is AWS's longest processing time.
-    max_payload_mb: ClassVar[int] = min(BATCH_MAX_PAYLOAD_MB, ASYNC_MAX_PAYLOAD_MB)
+    #: What the server must accept and how long it may take: AWS's async limits.
+    max_payload_mb: ClassVar[int] = ASYNC_MAX_PAYLOAD_MB
     timeout_s: ClassVar[int] = MAX_PROCESSING_S
 
     def __post_init__(self) -> None:

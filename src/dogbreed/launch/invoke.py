@@ -24,7 +24,6 @@ from dogbreed.contract import (
     SERVERLESS_MAX_PAYLOAD_MB,
 )
 from dogbreed.launch import LaunchError
-from dogbreed.launch.async_endpoint import AsyncSpec
 from dogbreed.launch.deploy import PAYLOAD_ENV
 from dogbreed.launch.session import Aws
 
@@ -42,11 +41,11 @@ class ImageFile:
 TOO_BIG_HINTS = {
     "real-time": "resize it, or use `dogbreed transform` or an --async endpoint",
     "serverless": "resize it, or use a real-time or --async endpoint",
-    "async": "resize it, or use `dogbreed transform`",
+    "async": "resize it",
 }
-#: The largest file any dogbreed endpoint takes (async, capped by the server): checked before a
-#: file is read, so a huge one is refused without filling memory.
-LARGEST_PAYLOAD_MB = max(REALTIME_MAX_PAYLOAD_MB, AsyncSpec.max_payload_mb)
+#: The largest file any endpoint takes (async): checked before a file is read, so a huge one is
+#: refused without filling memory.
+LARGEST_PAYLOAD_MB = ASYNC_MAX_PAYLOAD_MB
 
 
 @dataclass(frozen=True)
