@@ -20,7 +20,7 @@ from dogbreed.launch.watch import POLL_S, TRAINING_LOG_GROUP, log_source, show_l
 from .conftest import stub_dog_images, training_job_description
 from .test_poll import FakeClock
 from .test_train_job import TRAIN_ARGS, plain_request
-from .test_tune import describe_tuning
+from .test_tune import TUNE_ARGS, describe_tuning, dogs, expected_tuning_request  # noqa: F401
 
 JOB = "dogbreed-train-1"
 TUNING = "dogbreed-hpo-1"
@@ -287,6 +287,18 @@ def test_train_without_wait_prints_the_command_that_follows_it(stub, capsys) -> 
         "us-east-1",
         "dogs",
     )
+
+
+@pytest.mark.usefixtures("dogs")  # test_tune's: the data channels and the preflight
+def test_tune_without_wait_prints_the_command_that_follows_its_best_trial(stub, capsys) -> None:
+    stub("sagemaker").add_response(
+        "create_hyper_parameter_tuning_job",
+        {"HyperParameterTuningJobArn": "arn:x"},
+        expected_tuning_request(),
+    )
+    assert main(TUNE_ARGS) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert f"follow the best trial's logs: dogbreed logs {TUNING} --follow" in printed
 
 
 # --- status ---------------------------------------------------------------------------------
