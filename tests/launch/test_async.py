@@ -9,7 +9,7 @@ import pytest
 
 from dogbreed.cli import main
 from dogbreed.launch import LaunchError
-from dogbreed.launch.async_endpoint import AsyncSpec
+from dogbreed.launch.async_endpoint import AsyncSpec, beside
 from dogbreed.launch.async_invoke import invoke_async
 from dogbreed.launch.deploy import EndpointSpec, server_environment
 from dogbreed.launch.invoke import Target, read_image
@@ -275,3 +275,16 @@ def test_invoke_async_gives_up_at_its_timeout(aws, stub, tmp_path) -> None:
     ):
         next(answers)
     assert now[0] == 12
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("s3://bucket/dogs/output/", "s3://bucket/dogs/input/"),
+        ("s3://bucket/dogs/output", "s3://bucket/dogs/input/"),
+        ("s3://bucket/output/", "s3://bucket/input/"),
+        ("s3://bucket/", "s3://bucket/input/"),
+    ],
+)
+def test_inputs_go_beside_the_output_prefix(output: str, expected: str) -> None:
+    assert beside(output, "input") == expected
