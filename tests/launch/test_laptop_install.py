@@ -1,12 +1,14 @@
 """A laptop install: `pip install "dogbreed[launch]"` in a fresh venv, without torch.
 
-The venv gets only the launcher's dependencies; in it every command answers --help, a training
+Fast: no module the launcher imports (at the top or inside a function) imports torch. Slow: the
+venv gets only the launcher's dependencies; in it every command answers --help, a training
 request is built and validated against botocore's service model (no AWS), and a bad ``--hp`` is
 refused. The venv's size and install time are printed beside the full dev venv's.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -14,13 +16,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
 from dogbreed.cli import COMMANDS
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 WHEEL_FOLDERS = (Path("/opt/pypi-more/files"), Path("/opt/pypi/files"))
@@ -59,6 +60,47 @@ with Stubber(client) as stubber:
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
 print(json.dumps({"request": request, "torch_modules": loaded}, default=str))
 """
+
+
+def dogbreed_imports(module: str) -> set[str]:
+    """The dogbreed modules that ``module`` imports, at its top or inside a function."""
+    origin = find_spec(module).origin
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(Path(origin).read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("dogbreed"))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dogbreed"):
+            found.add(node.module)
+            if find_spec(node.module).submodule_search_locations is not None:  # a package
+                submodules = (f"{node.module}.{alias.name}" for alias in node.names)
+                found.update(name for name in submodules if find_spec(name) is not None)
+    return found
+
+
+def launcher_modules() -> set[str]:
+    """``dogbreed.cli`` and every dogbreed module reachable from it through imports."""
+    seen: set[str] = set()
+    todo = ["dogbreed.cli"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(dogbreed_imports(module))
+    return seen
+
+
+def test_no_module_the_launcher_imports_imports_torch() -> None:
+    modules = sorted(launcher_modules())
+    assert {"dogbreed.hyperparams", "dogbreed.launch.jobs", "dogbreed.metrics"} <= set(modules)
+    snippet = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "print(*sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [], f"torch imported by one of {modules}"
 
 
 @dataclass(frozen=True)
@@ -111,6 +153,7 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> LaptopVenv:
     return LaptopVenv(path=venv, install_s=time.monotonic() - started)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["torch", "torchvision"])
 def test_torch_is_not_installed(laptop: LaptopVenv, module: str) -> None:
     result = laptop.run("python", "-c", f"import {module}")
@@ -118,6 +161,7 @@ def test_torch_is_not_installed(laptop: LaptopVenv, module: str) -> None:
     assert f"No module named '{module}'" in result.stderr
 
 
+@pytest.mark.slow
 def test_top_level_help_lists_every_command(laptop: LaptopVenv) -> None:
     result = laptop.run("dogbreed", "--help")
     assert result.returncode == 0, result.stderr
@@ -127,6 +171,7 @@ def test_top_level_help_lists_every_command(laptop: LaptopVenv) -> None:
         assert name in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_answers_help(laptop: LaptopVenv, command: str) -> None:
     result = laptop.run("dogbreed", command, "--help")
@@ -134,6 +179,7 @@ def test_every_command_answers_help(laptop: LaptopVenv, command: str) -> None:
     assert f"usage: dogbreed {command}" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_training_request_is_built_and_validated_without_aws(laptop: LaptopVenv) -> None:
     result = laptop.run("python", "-c", REQUEST_SNIPPET)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -148,6 +194,7 @@ def test_a_training_request_is_built_and_validated_without_aws(laptop: LaptopVen
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("hp", "complaint"),
     [("lr=fast", "lr must be a number"), ("dropout=0.5", "unknown hyperparameter")],
@@ -174,6 +221,7 @@ def test_a_bad_hyperparameter_is_refused_before_any_request(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_laptop_venv_is_a_fraction_of_the_full_one(
     laptop: LaptopVenv, capsys: pytest.CaptureFixture[str]
 ) -> None:
