@@ -5,15 +5,16 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/build_images.sh [options] [train|serve|all]
+Usage: scripts/build_images.sh [options] [train|serve|serve-slim|all]
 
-Builds docker/train/Dockerfile as <prefix>train:<tag> and docker/serve/Dockerfile as
-<prefix>serve:<tag> (default: both) and prints the image references.
+Builds docker/<role>/Dockerfile as <prefix><role>:<tag> for each role (default: all three:
+train, serve, serve-slim) and prints the image references.
 
 Options:
   --base-image IMAGE   base image with Python, torch and torchvision, or one of:
-                         official  the default in the Dockerfiles (pytorch/pytorch CUDA runtime)
-                         standin   the offline stand-in (scripts/build_standin_base.sh)
+                         official  the default in the Dockerfiles (pytorch/pytorch CUDA runtime;
+                                   python:3.11-slim for serve-slim)
+                         standin   the offline stand-ins (scripts/build_standin_base.sh [--slim])
                          auto      official if present or pullable, else the stand-in (default)
   --tag TAG            image tag (default: latest)
   --prefix PREFIX      image name prefix (default: dogbreed-)
@@ -38,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --tag) tag=${2:?--tag needs a value}; shift ;;
     --prefix) prefix=${2?--prefix needs a value}; shift ;;
     --bake-weights) bake=${2:?--bake-weights needs 0 or 1}; shift ;;
-    train | serve | all) which=$1 ;;
+    train | serve | serve-slim | all) which=$1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -50,13 +51,18 @@ done
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "cannot reach a Docker engine (is dockerd running? can you use its socket?)"
 
-official=$(sed -n 's/^ARG BASE_IMAGE=//p' "$repo_root/docker/train/Dockerfile" | head -n1)
-[[ -n $official ]] || die "cannot read the default BASE_IMAGE from docker/train/Dockerfile"
+official_base() {  # official_base <role>: the BASE_IMAGE default in its Dockerfile
+  local found
+  found=$(sed -n 's/^ARG BASE_IMAGE=//p' "$repo_root/docker/$1/Dockerfile" | head -n1)
+  [[ -n $found ]] || die "cannot read the default BASE_IMAGE from docker/$1/Dockerfile"
+  echo "$found"
+}
 
-resolve_base() {
+resolve_base() {  # resolve_base <official image> [--slim]
+  local official=$1 standin=("$repo_root/scripts/build_standin_base.sh" "${@:2}")
   case "$base" in
     official) echo "$official" ;;
-    standin) "$repo_root/scripts/build_standin_base.sh" | tail -n1 ;;
+    standin) "${standin[@]}" | tail -n1 ;;
     auto)
       if docker image inspect "$official" >/dev/null 2>&1; then
         echo "$official"
@@ -64,20 +70,28 @@ resolve_base() {
         echo "$official"
       else
         log "cannot pull $official; using the offline stand-in base"
-        "$repo_root/scripts/build_standin_base.sh" | tail -n1
+        "${standin[@]}" | tail -n1
       fi ;;
     *) echo "$base" ;;
   esac
 }
-base_image=$(resolve_base) || die "could not get a base image"
+base_image=$(resolve_base "$(official_base train)") || die "could not get a base image"
 if [[ -z $bake ]]; then
   bake=1
   [[ $base_image == dogbreed-standin-base:* ]] && bake=0
 fi
 
+slim_base() {  # python:3.11-slim or its stand-in; a custom --base-image is a torch image: `auto`
+  [[ $base == official || $base == standin ]] || local base=auto
+  resolve_base "$(official_base serve-slim)" --slim
+}
+
 build() {  # build <role>
-  local role=$1 image="${prefix}$1:${tag}" args=()
+  local role=$1 image="${prefix}$1:${tag}" args=() base_image=$base_image
   [[ $role == train ]] && args+=(--build-arg "BAKE_WEIGHTS=$bake")
+  if [[ $role == serve-slim ]]; then
+    base_image=$(slim_base) || die "could not get a base image for serve-slim"
+  fi
   log "building $image from $base_image${args:+ (BAKE_WEIGHTS=$bake)}"
   local start=$SECONDS
   docker build --force-rm -f "$repo_root/docker/$role/Dockerfile" -t "$image" \
@@ -88,6 +102,6 @@ build() {  # build <role>
 }
 
 case "$which" in
-  train | serve) build "$which" ;;
-  all) build train; build serve ;;
+  train | serve | serve-slim) build "$which" ;;
+  all) build train; build serve; build serve-slim ;;
 esac

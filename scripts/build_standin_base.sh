@@ -5,16 +5,20 @@
 # machine's wheel folders (PyPI for whatever they lack), and this machine's CA bundle, so HTTPS
 # through an intercepting proxy works during image builds.
 #
+# --slim builds the stand-in for the slim serving image's base (python:3.11-slim) instead: the same
+# Debian root filesystem and CA bundle, no torch.
+#
 # The image is tagged by a hash of this script and the torch pins, so a repeated run reuses it.
 # stdout: the image tag (last line); progress goes to stderr.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/build_standin_base.sh [--print-tag] [--rebuild]
+Usage: scripts/build_standin_base.sh [--slim] [--print-tag] [--rebuild]
 
 Builds (or reuses) the stand-in base image and prints its tag.
 
+  --slim        the slim serving image's base: Python 3.11 without torch
   --print-tag   print the tag this script would build and exit
   --rebuild     build even when an image with that tag exists
   -h, --help    this help
@@ -37,9 +41,10 @@ ROOTFS_TAG="dogbreed-standin-rootfs:${SUITE}"
 log() { printf '[standin-base] %s\n' "$*" >&2; }
 die() { printf '[standin-base] error: %s\n' "$*" >&2; exit 1; }
 
-print_only=0 rebuild=0
+print_only=0 rebuild=0 slim=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --slim) slim=1 ;;
     --print-tag) print_only=1 ;;
     --rebuild) rebuild=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -50,6 +55,7 @@ done
 
 script_hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
 TAG="dogbreed-standin-base:torch2.14.1-${script_hash}"
+[[ $slim == 1 ]] && TAG="dogbreed-standin-slim:python3.11-${script_hash}"
 if [[ $print_only == 1 ]]; then echo "$TAG"; exit 0; fi
 
 command -v docker >/dev/null || die "docker is not installed"
@@ -92,6 +98,20 @@ fi
 
 ca_bundle=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 [[ -f $ca_bundle ]] || die "CA bundle not found: $ca_bundle (set HOST_CA_BUNDLE)"
+ca=/etc/ssl/certs/ca-certificates.crt
+if [[ $slim == 1 ]]; then
+  docker run --name "$container" -v "$ca_bundle:/tmp/host-ca.crt:ro" "$ROOTFS_TAG" \
+    cp /tmp/host-ca.crt "$ca" >&2 || die "adding the CA bundle to the stand-in failed"
+  docker commit \
+    --change "ENV LANG=C.UTF-8 PIP_CERT=$ca SSL_CERT_FILE=$ca REQUESTS_CA_BUNDLE=$ca" \
+    --change "LABEL org.opencontainers.image.title=dogbreed-standin-slim" \
+    --change "LABEL org.opencontainers.image.description=\"Offline stand-in for python:3.11-slim: Debian $SUITE, Python 3.11\"" \
+    --change 'CMD ["python3"]' \
+    "$container" "$TAG" >/dev/null
+  log "built $TAG"
+  echo "$TAG"
+  exit 0
+fi
 mounts=(-v "$ca_bundle:/tmp/host-ca.crt:ro")
 find_links=()
 IFS=: read -r -a wheel_dirs <<<"${STANDIN_WHEEL_DIRS:-/opt/pypi-more/files:/opt/pypi/files:/opt/wheels}"
@@ -114,7 +134,6 @@ docker run --name "$container" "${mounts[@]}" -e PIP_CERT=/tmp/host-ca.crt \
   " >&2 || die "installing torch in the stand-in failed (output above)"
 
 log "committing $TAG"
-ca=/etc/ssl/certs/ca-certificates.crt
 docker commit \
   --change "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
   --change "ENV LANG=C.UTF-8 PIP_CERT=$ca SSL_CERT_FILE=$ca REQUESTS_CA_BUNDLE=$ca" \

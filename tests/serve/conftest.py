@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,15 +25,29 @@ from PIL import Image
 from dogbreed.artifact import ModelSpec, save_artifact
 from dogbreed.model import build_model
 
-CLASS_NAMES = [
-    "001.Affenpinscher",
-    "002.Afghan_hound",
-    "003.Airedale_terrier",
-    "004.Akita",
-    "005.Alaskan_malamute",
-]
+#: The labels a training job writes for folders 001.Affenpinscher ... (see write_image_folder).
+CLASS_NAMES = ["Affenpinscher", "Afghan_hound", "Airedale_terrier", "Akita", "Alaskan_malamute"]
 IMAGE_SIZE = 64
 SERVE_BIN = Path(sys.executable).with_name("dogbreed-serve")
+REPO = Path(__file__).resolve().parents[2]
+#: The torch-free server: `make venv` installs dogbreed[slim] (ONNX Runtime, no torch) there.
+SLIM_VENV = REPO / ".venv-slim"
+SLIM_SERVE_BIN = SLIM_VENV / "bin" / "dogbreed-serve"
+ONNX_SITE = REPO / "build" / "onnx-site"
+#: In the slim venv: an artifact's ONNX model run in process on image files, with the same
+#: preprocessing as the training job's evaluation; prints {path: probabilities}.
+_SLIM_IN_PROCESS = """
+import json, sys
+from pathlib import Path
+from dogbreed.artifact import load_spec
+from dogbreed.imaging import load_eval_array
+from dogbreed.serve.onnx_runtime import OnnxRuntime
+model_dir, model_file, *paths = sys.argv[1:]
+spec = load_spec(Path(model_dir))
+runtime = OnnxRuntime(Path(model_dir) / model_file, 1, "in process")
+rows = {p: load_eval_array(Path(p), spec.image_size, spec.mean, spec.std)[None] for p in paths}
+print(json.dumps({p: runtime.forward(row)[0].tolist() for p, row in rows.items()}))
+"""
 
 
 def textured_pixels(height: int, width: int, seed: int) -> np.ndarray:
@@ -73,6 +89,59 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     save_artifact(path, model, spec)
     return path
+
+
+def export_onnx(model_dir: Path, data_dir: Path, *extra: str) -> None:
+    """Add the ONNX files to ``model_dir`` with the training job's exporter (`dogbreed-export`)."""
+    assert ONNX_SITE.is_dir(), f"{ONNX_SITE} missing: `make venv` builds it"
+    env = {**os.environ, "DOGBREED_ONNX_SITE": str(ONNX_SITE)}
+    command = [sys.executable, "-m", "dogbreed.export", str(model_dir)]
+    command += ["--train", str(data_dir / "train"), "--valid", str(data_dir / "valid")]
+    result = subprocess.run(
+        [*command, *extra], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def write_image_folder(root: Path, per_class: int) -> Path:
+    """train/ and valid/ ImageFolder splits of textured JPEGs, one folder per class."""
+    for split_index, split in enumerate(("train", "valid")):
+        for class_index, name in enumerate(CLASS_NAMES):
+            folder = root / split / f"{class_index + 1:03d}.{name}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                seed = 1000 * split_index + 100 * class_index + i
+                (folder / f"{i}.jpg").write_bytes(jpeg_bytes(seed, size=(90, 70)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def onnx_model_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's artifact with model.onnx and model.int8.onnx beside model.pt.
+
+    Random weights on random images leave accuracy to chance, so int8 ships whatever its drop.
+    """
+    path = tmp_path_factory.mktemp("onnx-artifact") / "model"
+    shutil.copytree(model_dir, path)
+    data = write_image_folder(tmp_path_factory.mktemp("onnx-data"), per_class=4)
+    export_onnx(path, data, "--int8-max-drop", "100")
+    return path
+
+
+def slim_in_process_probabilities(
+    model_dir: Path, model_file: str, paths: list[Path]
+) -> dict[Path, np.ndarray]:
+    """``model_file`` of ``model_dir`` run in process by ONNX Runtime, in the slim venv."""
+    result = subprocess.run(
+        [str(SLIM_VENV / "bin" / "python"), "-c", _SLIM_IN_PROCESS, str(model_dir), model_file]
+        + [str(p) for p in paths],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    return {Path(p): np.asarray(row, dtype=np.float32) for p, row in rows.items()}
 
 
 @pytest.fixture(scope="session")
@@ -166,10 +235,11 @@ def start_server(
     model_dir: Path,
     log_dir: Path,
     preexec_fn: Callable[[], None] | None = None,
+    serve_bin: Path = SERVE_BIN,
     **env: str,
 ) -> Server:
     """Start ``dogbreed-serve serve`` with ``env`` added (``preexec_fn`` runs in the child)."""
-    assert SERVE_BIN.exists(), f"{SERVE_BIN} missing: pip install -e . to create the console script"
+    assert serve_bin.exists(), f"{serve_bin} missing: `make venv` installs the console script"
     port = free_port()
     full_env = {
         **os.environ,
@@ -180,7 +250,7 @@ def start_server(
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(SERVE_BIN), "serve", "--host", "127.0.0.1"],
+            [str(serve_bin), "serve", "--host", "127.0.0.1"],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -189,12 +259,35 @@ def start_server(
     return Server(process, f"http://127.0.0.1:{port}", log_path)
 
 
+@pytest.fixture
+def server(torch_server: Server) -> Server:
+    """The shared server most tests use: torch (test_http.py runs against both runtimes)."""
+    return torch_server
+
+
 @pytest.fixture(scope="session")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def torch_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Two workers sharing the two cores (one torch thread each), as the tests' shared server."""
     srv = start_server(
         model_dir,
         tmp_path_factory.mktemp("logs"),
+        MODEL_SERVER_WORKERS="2",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
+    )
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def slim_server(onnx_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The torch-free server (ONNX Runtime, int8) with the shared server's settings."""
+    srv = start_server(
+        onnx_model_dir,
+        tmp_path_factory.mktemp("slim-logs"),
+        serve_bin=SLIM_SERVE_BIN,
         MODEL_SERVER_WORKERS="2",
         SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
     )

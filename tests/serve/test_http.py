@@ -1,11 +1,18 @@
-"""The server over real HTTP: a real gunicorn process on 127.0.0.1, requests as clients send them."""
+"""The server over real HTTP: a real gunicorn process on 127.0.0.1, requests as clients send them.
+
+Every test runs against both runtimes: the torch server and the slim one (ONNX Runtime, int8, in a
+venv without torch). Each is held to its own in-process reference: torch's to the training job's
+evaluation, the slim server's to the same int8 model run in process on the same files.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import torch
@@ -16,7 +23,15 @@ from dogbreed.data import ImageDataset
 from dogbreed.imaging import eval_resize_size
 from dogbreed.presets import eval_transform
 
-from .conftest import CLASS_NAMES, Server, encode, jpeg_bytes
+from .conftest import (
+    CLASS_NAMES,
+    SLIM_SERVE_BIN,
+    Server,
+    encode,
+    jpeg_bytes,
+    slim_in_process_probabilities,
+    start_server,
+)
 
 MIB = 1024 * 1024
 ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -45,18 +60,42 @@ def assert_error(response: requests.Response, status: int, *words: str) -> None:
         assert word.lower() in body["message"].lower(), body["message"]
 
 
-def in_process_probabilities(model_dir: Path, path: Path) -> torch.Tensor:
+RUNTIMES = ("torch", "onnx-int8")
+Reference = Callable[[Path], np.ndarray]
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def server(runtime: str, request: pytest.FixtureRequest) -> Server:
+    return request.getfixturevalue("torch_server" if runtime == "torch" else "slim_server")
+
+
+@pytest.fixture
+def reference(runtime: str, request: pytest.FixtureRequest) -> Reference:
+    """The served runtime's probabilities for an image file, computed in process."""
+    if runtime == "torch":
+        model_dir = request.getfixturevalue("model_dir")
+        return lambda path: in_process_probabilities(model_dir, path)
+    onnx_dir = request.getfixturevalue("onnx_model_dir")
+    return lambda path: slim_in_process_probabilities(onnx_dir, "model.int8.onnx", [path])[path]
+
+
+def in_process_probabilities(model_dir: Path, path: Path) -> np.ndarray:
     """The reference: the artifact and the training job's eval dataset, no server code involved."""
     model, spec = load_artifact(model_dir)
     transform = eval_transform(spec.image_size, spec.mean, spec.std)
     tensor, _ = ImageDataset([(path, 0)], transform, eval_resize_size(spec.image_size))[0]
     with torch.inference_mode():
-        return torch.softmax(model(tensor.unsqueeze(0)), dim=1)[0]
+        return torch.softmax(model(tensor.unsqueeze(0)), dim=1)[0].numpy()
 
 
-def as_vector(predictions: list[dict]) -> torch.Tensor:
+def as_vector(predictions: list[dict]) -> np.ndarray:
     """A full top-k list (k = all classes) back into a probability vector by class index."""
-    vector = torch.zeros(len(CLASS_NAMES))
+    vector = np.zeros(len(CLASS_NAMES), dtype=np.float32)
     for p in predictions:
         assert p["label"] == CLASS_NAMES[p["class_index"]]
         vector[p["class_index"]] = p["probability"]
@@ -91,7 +130,7 @@ def test_ping_answers_ready(server: Server) -> None:
     ],
 )
 def test_every_image_mode_and_format_matches_in_process_prediction(
-    server: Server, model_dir: Path, image_files: dict[str, Path], name: str
+    server: Server, reference: Reference, image_files: dict[str, Path], name: str
 ) -> None:
     data = image_files[name].read_bytes()
     content_type = "image/png" if name.endswith(".png") else "application/x-image"
@@ -100,21 +139,21 @@ def test_every_image_mode_and_format_matches_in_process_prediction(
     (predictions,) = response.json()["predictions"]
     probabilities = [p["probability"] for p in predictions]
     assert probabilities == sorted(probabilities, reverse=True)
-    expected = in_process_probabilities(model_dir, image_files[name])
-    torch.testing.assert_close(as_vector(predictions), expected, atol=1e-5, rtol=1e-4)
+    expected = reference(image_files[name])
+    np.testing.assert_allclose(as_vector(predictions), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_exif_orientation_is_applied(
-    server: Server, model_dir: Path, image_files: dict[str, Path], tmp_path: Path
+    server: Server, reference: Reference, image_files: dict[str, Path], tmp_path: Path
 ) -> None:
     response = invoke(server, image_files["exif_rotated.jpg"].read_bytes(), params={"top_k": "5"})
     served = as_vector(response.json()["predictions"][0])
     pixels = Image.open(image_files["rgb.jpg"])  # same pixels, no orientation tag
     pixels.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")
-    upright = in_process_probabilities(model_dir, tmp_path / "upright.png")
-    sideways = in_process_probabilities(model_dir, image_files["rgb.jpg"])
-    torch.testing.assert_close(served, upright, atol=1e-5, rtol=1e-4)
-    assert not torch.allclose(served, sideways, atol=1e-4)
+    upright = reference(tmp_path / "upright.png")
+    sideways = reference(image_files["rgb.jpg"])
+    np.testing.assert_allclose(served, upright, atol=1e-5, rtol=1e-4)
+    assert not np.allclose(served, sideways, atol=1e-4)
 
 
 def test_json_carries_several_images_in_order(server: Server) -> None:
@@ -126,7 +165,7 @@ def test_json_carries_several_images_in_order(server: Server) -> None:
     assert len(together) == 5
     for data, row in zip(images, together, strict=True):
         alone = invoke(server, data, params={"top_k": "5"}).json()["predictions"][0]
-        torch.testing.assert_close(as_vector(row), as_vector(alone), atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(as_vector(row), as_vector(alone), atol=1e-5, rtol=1e-4)
 
 
 def test_json_accepts_data_urls(server: Server) -> None:
@@ -280,3 +319,30 @@ def test_execution_parameters_match_the_server_limits(server: Server) -> None:
         "BatchStrategy": "SINGLE_RECORD",
         "MaxPayloadInMB": 1,
     }
+
+
+def test_the_server_logs_the_model_and_runtime_it_serves(server: Server, runtime: str) -> None:
+    expected = "torch" if runtime == "torch" else "onnxruntime"
+    served = "(model.pt)" if runtime == "torch" else "int8 (model.int8.onnx)"
+    ready = [line for line in server.log().splitlines() if "ready:" in line]
+    assert ready and all(expected in line and served in line for line in ready), ready
+
+
+def test_slim_fp32_serves_the_training_jobs_evaluation(
+    onnx_model_dir: Path, model_dir: Path, image_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """DOGBREED_PRECISION=fp32: model.onnx, within 1e-4 of torch's evaluation on every case."""
+    srv = start_server(
+        onnx_model_dir, tmp_path, serve_bin=SLIM_SERVE_BIN, DOGBREED_PRECISION="fp32"
+    )
+    try:
+        srv.wait_ready()
+        assert "fp32 (model.onnx)" in srv.log()
+        for name, path in image_files.items():
+            response = invoke(srv, path.read_bytes(), "application/x-image", params={"top_k": "5"})
+            assert response.status_code == 200, (name, response.text)
+            served = as_vector(response.json()["predictions"][0])
+            expected = in_process_probabilities(model_dir, path)
+            np.testing.assert_allclose(served, expected, atol=1e-4, rtol=0, err_msg=name)
+    finally:
+        srv.stop()

@@ -37,6 +37,8 @@ CODE_DEFAULTS: dict[str, list[str]] = {
     "DOGBREED_MAX_BATCH_SIZE": [str(cpu_batch_size(224)), str(GPU.max_batch_size)],
     "DOGBREED_MAX_QUEUE_WAIT_S": [f"{CPU.max_queue_wait_s:g}"],
     "DOGBREED_MALLOC": [allocator.DEFAULT_CHOICE],
+    "DOGBREED_RUNTIME": [CPU.runtime],
+    "DOGBREED_PRECISION": [CPU.precision],
 }
 #: Rules the table states in words, each with the check that the code follows it.
 STATED_RULES: dict[str, Callable[[], bool]] = {
