@@ -4,16 +4,19 @@
 #                     them), then this package with the train, serve, launch and dev extras, editable
 #   .venv-slim        this package with the slim extra only (the torch-free ONNX Runtime server);
 #                     apart because onnxruntime needs protobuf>=4.25.8 and smdebug protobuf<=3.20.3
-#   build/onnx-site   the export extra (onnx, onnxruntime, protobuf 6) in a `pip --target` folder,
-#                     numpy removed (.venv's serves), for the training job's export subprocess only
-#                     (DOGBREED_ONNX_SITE); .venv's own protobuf stays 3.20 for smdebug
-# Idempotent: each has a stamp keyed on pyproject.toml and this script; nothing changed, no work.
+#   build/onnx-site   docker/train/requirements-export.txt (onnx, onnxruntime, protobuf >= 6.31:
+#                     the train image's pins) in a `pip --target --no-deps` folder, for the
+#                     training job's export subprocess only (DOGBREED_ONNX_SITE); numpy and the
+#                     rest come from .venv, whose own protobuf stays 3.20 for smdebug
+# Idempotent: each has a stamp keyed on pyproject.toml, the export pins and this script; nothing
+# changed, no work.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VENV:-$repo_root/.venv}
 slim_venv=${SLIM_VENV:-$repo_root/.venv-slim}
 onnx_site=${ONNX_SITE:-$repo_root/build/onnx-site}
+export_pins=$repo_root/docker/train/requirements-export.txt
 python=${PYTHON:-python3}
 torch_pins=(torch==2.14.1 torchvision==0.29.1)
 extras="train,serve,launch,dev"
@@ -21,7 +24,7 @@ extras="train,serve,launch,dev"
 log() { printf '[dev-env] %s\n' "$*" >&2; }
 die() { printf '[dev-env] error: %s\n' "$*" >&2; exit 1; }
 
-key=$(cat "$repo_root/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+key=$(cat "$repo_root/pyproject.toml" "$export_pins" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
 stamp_name=.dogbreed-dev-env
 
 find_links=()
@@ -76,38 +79,17 @@ slim_venv() {
   log "$slim_venv is ready"
 }
 
-# The export extra's requirements, read from the installed package's metadata (one source).
-export_requirements() {
-  "$venv/bin/python" - <<'PY'
-from importlib.metadata import requires
-
-for requirement in requires("dogbreed") or []:
-    spec, _, marker = requirement.partition(";")
-    if marker.replace("'", '"').split() == ["extra", "==", '"export"']:
-        print(spec.strip())
-PY
-}
-
 onnx_site() {
   if up_to_date "$onnx_site" "onnx, onnxruntime" "$onnx_site"; then
     log "$onnx_site is up to date"
     return
   fi
-  local requirements numpy_version
-  mapfile -t requirements < <(export_requirements)
-  ((${#requirements[@]})) || die "no export extra in dogbreed's metadata (pyproject.toml)"
-  # Resolve against .venv's numpy, the one that serves the folder once its own copy is removed.
-  numpy_version=$("$venv/bin/python" -c 'import numpy; print(numpy.__version__)')
-  log "installing ${requirements[*]} into $onnx_site (against numpy==$numpy_version)"
+  log "installing $(basename "$export_pins") into $onnx_site (no dependencies: .venv has them)"
   rm -rf "$onnx_site"
-  # --no-warn-conflicts: pip would compare the folder's protobuf with .venv's smdebug, which never
-  # sees it.
-  "$venv/bin/python" -m pip install "${pip_options[@]}" --no-warn-conflicts --target "$onnx_site" \
-    "${requirements[@]}" "numpy==$numpy_version" || die "installing the export extra failed"
-  rm -rf "$onnx_site"/numpy "$onnx_site"/numpy-*.dist-info "$onnx_site"/numpy.libs \
-    "$onnx_site"/bin/f2py "$onnx_site"/bin/numpy-config
+  "$venv/bin/python" -m pip install "${pip_options[@]}" --no-deps --only-binary=:all: \
+    --target "$onnx_site" -r "$export_pins" || die "installing $export_pins failed"
   PYTHONPATH=$onnx_site "$venv/bin/python" -c 'import onnx, onnxruntime' \
-    || die "$onnx_site does not import onnx and onnxruntime with $venv's numpy"
+    || die "$onnx_site does not import onnx and onnxruntime on top of $venv"
   echo "$key" >"$onnx_site/$stamp_name"
   log "$onnx_site is ready"
 }
