@@ -29,21 +29,16 @@ part of the HTTP figures.
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
+from serve_support import ServerUnderTest, load_test, make_jpegs, throughput, timed, verdict
 
 from dogbreed.artifact import ModelSpec, load_artifact, save_artifact
 from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, decode_rgb, eval_resize_size
@@ -58,49 +53,11 @@ GOAL_THROUGHPUT_RATIO = 0.85
 GOAL_LATENCY_RATIO = 1.2
 
 
-def make_jpegs(count: int, seed: int = 0) -> list[bytes]:
-    """Photo-like JPEGs of about 300x300: smooth gradients, a few shapes, sensor-like noise."""
-    rng = np.random.default_rng(seed)
-    files = []
-    for _ in range(count):
-        width, height = (int(v) for v in rng.integers(280, 340, 2))
-        y, x = np.mgrid[0:height, 0:width] / max(width, height)
-        base = rng.uniform(40, 200, 3) + rng.uniform(-80, 80, 3) * x[..., None]
-        base = base + rng.uniform(-60, 60, 3) * y[..., None]
-        pixels = np.clip(base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels)
-        draw = ImageDraw.Draw(image)
-        for _ in range(6):
-            x0, y0 = rng.integers(0, width - 40), rng.integers(0, height - 40)
-            size = int(rng.integers(20, 120))
-            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            draw.ellipse((x0, y0, x0 + size, y0 + size), fill=colour)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        files.append(buffer.getvalue())
-    return files
-
-
 def make_artifact(model_dir: Path, num_classes: int, image_size: int) -> None:
     torch.manual_seed(0)
     names = [f"{i + 1:03d}.Breed_{i + 1}" for i in range(num_classes)]
     spec = ModelSpec(names, image_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
     save_artifact(model_dir, build_model(num_classes), spec)
-
-
-def timed(fn: Callable[[], object], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def throughput(run_round: Callable[[], object], images_per_round: int, seconds: float) -> float:
-    """Images per second of ``run_round`` repeated for about ``seconds``."""
-    rounds = max(1, int(seconds / max(1e-3, timed(run_round, 1)[0])))
-    return images_per_round * rounds / sum(timed(run_round, rounds))
 
 
 class InProcess:
@@ -168,87 +125,6 @@ class InProcess:
         return pipeline
 
 
-class ServerUnderTest:
-    def __init__(self, model_dir: Path, port: int, env: dict[str, str], log_path: Path) -> None:
-        serve = Path(sys.executable).with_name("dogbreed-serve")
-        full_env = {
-            **os.environ,
-            "SAGEMAKER_BIND_TO_PORT": str(port),
-            **env,
-        }
-        self.port = port
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(serve), "--model-dir", str(model_dir), "--host", "127.0.0.1"],
-                env=full_env,
-                stdout=log,
-                stderr=log,
-            )
-
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log_path.read_text()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/ping")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(self.log_path.read_text())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
-
-
-def load_test(port: int, jpegs: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
-    """``concurrency`` keep-alive clients posting JPEGs for ``seconds``; img/s, p50, p99."""
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors: list[str] = []
-    start_line = threading.Barrier(concurrency + 1)
-    stop_at = [0.0]
-
-    def client(index: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        start_line.wait()
-        n = index
-        while time.perf_counter() < stop_at[0]:
-            body = jpegs[n % len(jpegs)]
-            n += concurrency
-            t0 = time.perf_counter()
-            conn.request("POST", "/invocations", body, {"Content-Type": "image/jpeg"})
-            response = conn.getresponse()
-            payload = response.read()
-            latencies[index].append(time.perf_counter() - t0)
-            if response.status != 200:
-                errors.append(f"{response.status} {payload[:200]!r}")
-        conn.close()
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    start_line.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    if errors:
-        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
-    flat = sorted(t for per_client in latencies for t in per_client)
-    return {
-        "rate": len(flat) / elapsed,
-        "p50_ms": 1000 * flat[len(flat) // 2],
-        "p99_ms": 1000 * flat[min(len(flat) - 1, int(len(flat) * 0.99))],
-        "requests": len(flat),
-    }
-
-
 def http_sweep(port: int, jpegs: list[bytes], seconds: float) -> None:
     """Print the server's img/s and p50/p99 latency at each concurrency."""
     print("\n(b) dogbreed-serve over HTTP")
@@ -291,15 +167,6 @@ def paired_goals(
     return throughput_ratios, latency_ratios
 
 
-def verdict(name: str, ratios: list[float], goal: float, at_least: bool) -> str:
-    median = statistics.median(ratios)
-    met = median >= goal if at_least else median <= goal
-    return (
-        f"  {name}: median {median:.2f} (pairs {min(ratios):.2f}-{max(ratios):.2f}), "
-        f"goal {'>=' if at_least else '<='} {goal}: {'OK' if met else 'MISSED'}"
-    )
-
-
 def same_allocator_as_the_server(argv: list[str]) -> None:
     """Re-execute this benchmark with the allocator the server preloads, so that the in-process
     limits are not measured on glibc's malloc (history-dependent page faults) against a server on
@@ -339,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             f"torch {torch.__version__}; server env: {env or 'defaults'}; "
             f"this process's allocator: {allocator_in_use()}"
         )
-        server = ServerUnderTest(model_dir, args.port, env, Path(tmp) / "server.log")
+        serve = Path(sys.executable).with_name("dogbreed-serve")
+        server = ServerUnderTest(model_dir, args.port, env, Path(tmp) / "server.log", serve)
         try:
             server.wait_ready()
             load_test(args.port, jpegs, 4, 2.0)  # warm the connection pools and allocator

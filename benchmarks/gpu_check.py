@@ -172,6 +172,7 @@ def job_command(sizes: Sizes) -> list[str]:
         "batch-size": sizes.batch_size,
         "epochs": sizes.job_epochs,
         "pretrained": "false",
+        "export": "false",  # the ONNX export runs on the CPU after training: not what this times
     }
     args = [word for name, value in hyperparameters.items() for word in (f"--{name}", str(value))]
     launcher = ["-m", "dogbreed.ranks", "--nproc-per-node=1", "--standalone"]
@@ -254,7 +255,8 @@ def serve_figures(sizes: Sizes, device: torch.device, workdir: Path) -> Figures:
     jpegs = make_jpegs(sizes.serve_jpegs)
     env = child_env(device)
     port = free_port()
-    server = ServerUnderTest(model_dir, port, env, workdir / "server.log")
+    serve = Path(sys.executable).with_name("dogbreed-serve")
+    server = ServerUnderTest(model_dir, port, env, workdir / "server.log", serve)
     try:
         server.wait_ready(sizes.timeout_s)
         load_test(port, jpegs, 4, sizes.serve_seconds / 2)  # warm the connections and the batcher
