@@ -2,7 +2,7 @@
 
 ``docs/notebook.md`` shows two blocks that this file takes from the doc (so they cannot drift)
 and runs in a venv of their own holding ``sagemaker`` v2 beside smdebug and its protobuf/numpy
-pins (the doc's first kernel), without torch; the venv is kept under /tmp, keyed on the pins.
+pins (the doc's first kernel), without torch; each venv is kept under /tmp, keyed on its pins.
 
 - The local-mode block: ``Estimator.fit`` on ``file://`` data with our train image,
   ``Model.deploy`` with our serve image, a JPEG prediction, ``delete_endpoint``, on the Docker
@@ -10,9 +10,11 @@ pins (the doc's first kernel), without torch; the venv is kept under /tmp, keyed
   ``AWS_ENDPOINT_URL`` on a closed local port: nothing may reach AWS), every usage-telemetry
   request the SDK would send, and the ports the serving container publishes, which it binds to
   127.0.0.1 (v2 has no setting for that address; the doc says so).
-- The AWS block (train with spot, checkpoints, Debugger and the profiler; tune; deploy the best
-  job; predict; delete), against ``FAKE_AWS_HEAD``: every botocore call is checked against the
-  service model and answered as a finished job would be, and the requests are asserted here.
+- The v2 AWS block (train with spot, checkpoints, Debugger and the profiler; tune; deploy the
+  best job; predict; delete), and the v3 block (ModelTrainer, its tuner, ``sagemaker.core``
+  resources) in a second venv with ``sagemaker`` 3, against ``FAKE_AWS_HEAD``: every botocore
+  call is checked against the service model and answered as a finished job would be, and the
+  requests are asserted here.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ pytestmark = pytest.mark.slow
 
 NOTEBOOK_DOC = REPO_ROOT / "docs" / "notebook.md"
 LOCAL_MARKER = "tests/e2e/test_sdk_v2_local.py runs the next block in local mode"
-AWS_MARKER = "tests/e2e/test_sdk_v2_local.py runs the next block against a fake AWS"
+AWS_MARKER = "tests/e2e/test_sdk_v2_local.py runs the next block with sagemaker v2 against"
+V3_MARKER = "tests/e2e/test_sdk_v2_local.py runs the next block with sagemaker v3 against"
 #: The doc's "SDK v2 + smdebug" kernel; sagemaker 2.257.7 is the last v2 release (late 2026).
-KERNEL_REQUIREMENTS = (
+V2_KERNEL = (
     "sagemaker==2.257.7",
     "smdebug==1.0.34",
     "protobuf<=3.20.3",
@@ -53,6 +56,8 @@ KERNEL_REQUIREMENTS = (
     "pandas",
     "psutil",
 )
+#: The doc's "SDK v3" kernel (about 1 GB with mlflow; 5 minutes to install here).
+V3_KERNEL = ("sagemaker==3.27.0",)
 VENV_CREATE_TIMEOUT_S = 120
 PIP_TIMEOUT_S = 900
 BLOCK_TIMEOUT_S = 900
@@ -107,7 +112,8 @@ print(REPORT_PREFIX + json.dumps({
 """
 
 
-FAKE_AWS_HEAD = """import io
+FAKE_AWS_HEAD = """import importlib
+import io
 import json
 import time
 from datetime import datetime
@@ -115,42 +121,61 @@ from datetime import datetime
 import botocore.client
 from botocore.response import StreamingBody
 from botocore.validate import ParamValidator
-import sagemaker.telemetry.telemetry_logging as _telemetry
 
-REQUESTS, INVALID = [], []
-_telemetry._send_telemetry_request = lambda *args, **kwargs: None
+for _module in ("sagemaker.telemetry.telemetry_logging", "sagemaker.core.telemetry.telemetry_logging"):
+    try:  # v2, v3: no usage telemetry from the fake's process
+        importlib.import_module(_module)._send_telemetry_request = lambda *args, **kwargs: None
+    except ImportError:
+        pass
+REQUESTS, INVALID, CREATED = [], [], {}
 time.sleep = lambda seconds: None  # the SDK's polling, against answers that are final at once
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:"
+T = datetime(2026, 1, 1)
 BEST_JOB = "dogbreed-best"
 ANSWER = {"predictions": [[{"label": "Dalmatian", "class_index": 56, "probability": 0.93}]]}
+TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+         "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
+
+
+def _described(operation, **fields):
+    return {**CREATED.get(operation, {}), "CreationTime": T, "LastModifiedTime": T, **fields}
 
 
 def _job(params):
     name = params["TrainingJobName"]
-    create = next((r for s, o, r in REQUESTS if o == "CreateTrainingJob"), {})
-    return {
-        **{k: create[k] for k in ("AlgorithmSpecification", "RoleArn", "ResourceConfig",
-                                  "StoppingCondition", "OutputDataConfig", "HyperParameters")
-           if k in create},
-        "TrainingJobName": name, "TrainingJobArn": f"{ARN}training-job/{name}",
-        "TrainingJobStatus": "Completed", "SecondaryStatus": "Completed",
-        "CreationTime": datetime(2026, 1, 1), "TrainingStartTime": datetime(2026, 1, 1),
-        "TrainingEndTime": datetime(2026, 1, 1, 1),
-        "OutputDataConfig": {"KmsKeyId": "", **create.get("OutputDataConfig", {})},
-        "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/runs/{name}/output/model.tar.gz"},
-    }
+    create = CREATED.get("CreateTrainingJob", {})
+    return _described(
+        "CreateTrainingJob", TrainingJobName=name, TrainingJobArn=f"{ARN}training-job/{name}",
+        TrainingJobStatus="Completed", SecondaryStatus="Completed", TrainingStartTime=T,
+        TrainingEndTime=T, OutputDataConfig={"KmsKeyId": "", **create.get("OutputDataConfig", {})},
+        ModelArtifacts={"S3ModelArtifacts": f"s3://bucket/runs/{name}/output/model.tar.gz"},
+    )
 
 
 def _tuning(params):
-    return {
-        "HyperParameterTuningJobName": params["HyperParameterTuningJobName"],
-        "HyperParameterTuningJobStatus": "Completed",
-        "BestTrainingJob": {"TrainingJobName": BEST_JOB, "TrainingJobStatus": "Completed",
-                            "CreationTime": datetime(2026, 1, 1), "TunedHyperParameters": {}},
-    }
+    best = {"TrainingJobName": BEST_JOB, "TrainingJobArn": f"{ARN}training-job/{BEST_JOB}",
+            "TrainingJobStatus": "Completed", "CreationTime": T, "TunedHyperParameters": {}}
+    return _described(
+        "CreateHyperParameterTuningJob", HyperParameterTuningJobArn=f"{ARN}hpo/x",
+        HyperParameterTuningJobStatus="Completed", TrainingJobStatusCounters={},
+        ObjectiveStatusCounters={}, BestTrainingJob=best,
+    )
+
+
+def _body(value):
+    data = json.dumps(value).encode()
+    return StreamingBody(io.BytesIO(data), len(data))
 
 
 ANSWERS = {
+    "GetCallerIdentity": lambda p: {"Account": "123456789012", "UserId": "AIDAEXAMPLE",
+                                    "Arn": "arn:aws:iam::123456789012:user/notebook"},
+    "GetRole": lambda p: {"Role": {"RoleName": p["RoleName"], "Path": "/", "CreateDate": T,
+                                   "Arn": f"arn:aws:iam::123456789012:role/{p['RoleName']}",
+                                   "RoleId": "AROAEXAMPLEEXAMPLE01",
+                                   "AssumeRolePolicyDocument": json.dumps(TRUST)}},
+    "SimulatePrincipalPolicy": lambda p: {"EvaluationResults": [
+        {"EvalActionName": action, "EvalDecision": "allowed"} for action in p["ActionNames"]]},
     "CreateTrainingJob": lambda p: {"TrainingJobArn": f"{ARN}training-job/x"},
     "DescribeTrainingJob": _job,
     "ListTags": lambda p: {"Tags": []},
@@ -158,18 +183,17 @@ ANSWERS = {
     "CreateHyperParameterTuningJob": lambda p: {"HyperParameterTuningJobArn": f"{ARN}hpo/x"},
     "DescribeHyperParameterTuningJob": _tuning,
     "CreateModel": lambda p: {"ModelArn": f"{ARN}model/x"},
+    "DescribeModel": lambda p: _described("CreateModel", ModelArn=f"{ARN}model/x"),
     "CreateEndpointConfig": lambda p: {"EndpointConfigArn": f"{ARN}endpoint-config/x"},
+    "DescribeEndpointConfig": lambda p: _described(
+        "CreateEndpointConfig", EndpointConfigArn=f"{ARN}endpoint-config/x"),
     "CreateEndpoint": lambda p: {"EndpointArn": f"{ARN}endpoint/x"},
-    "DescribeEndpoint": lambda p: {"EndpointName": p["EndpointName"], "EndpointStatus": "InService",
-                                   "EndpointConfigName": p["EndpointName"],
-                                   "EndpointArn": f"{ARN}endpoint/x"},
-    "DescribeEndpointConfig": lambda p: {"EndpointConfigName": p["EndpointConfigName"],
-                                         "ProductionVariants": [{"VariantName": "AllTraffic",
-                                                                 "ModelName": p["EndpointConfigName"]}]},
-    "InvokeEndpoint": lambda p: {"ContentType": "application/json",
-                                 "Body": StreamingBody(io.BytesIO(json.dumps(ANSWER).encode()),
-                                                       len(json.dumps(ANSWER)))},
-    "DeleteEndpoint": lambda p: {}, "DeleteEndpointConfig": lambda p: {}, "DeleteModel": lambda p: {},
+    "DescribeEndpoint": lambda p: _described(
+        "CreateEndpoint", EndpointArn=f"{ARN}endpoint/x", EndpointStatus="InService"),
+    "InvokeEndpoint": lambda p: {"ContentType": "application/json", "Body": _body(ANSWER)},
+    "DeleteEndpoint": lambda p: {},
+    "DeleteEndpointConfig": lambda p: {},
+    "DeleteModel": lambda p: {},
 }
 
 
@@ -179,6 +203,8 @@ def _answer(self, operation, params):
     if report.has_errors():
         INVALID.append(f"{operation}: {report.generate_report()}")
     REQUESTS.append((self.meta.service_model.service_name, operation, params))
+    if operation.startswith("Create"):
+        CREATED[operation] = params
     if operation not in ANSWERS:
         raise AssertionError(f"the fake AWS has no answer for {operation}")
     return ANSWERS[operation](params)
@@ -210,10 +236,10 @@ def doc_block(marker: str, doc: Path = NOTEBOOK_DOC) -> str:
     return match.group(1)
 
 
-def _kernel_python() -> Path:
-    """A venv with :data:`KERNEL_REQUIREMENTS`, created once per pin set (under /tmp)."""
-    key = hashlib.sha256(f"{sys.version_info[:2]} {KERNEL_REQUIREMENTS}".encode()).hexdigest()
-    home = Path(tempfile.gettempdir()) / f"dogbreed-sdk-v2-kernel-{key[:12]}"
+def _kernel_python(requirements: tuple[str, ...]) -> Path:
+    """A venv with ``requirements``, created once per pin set (under /tmp)."""
+    key = hashlib.sha256(f"{sys.version_info[:2]} {requirements}".encode()).hexdigest()
+    home = Path(tempfile.gettempdir()) / f"dogbreed-sdk-kernel-{key[:12]}"
     if (home / "complete").exists():
         return home / "bin" / "python"
     build = Path(tempfile.mkdtemp(prefix=f"{home.name}-partial-"))
@@ -223,7 +249,7 @@ def _kernel_python() -> Path:
             ([sys.executable, "-m", "venv", "--clear", str(build)], VENV_CREATE_TIMEOUT_S),
             (
                 [str(build / "bin" / "python"), "-m", "pip", "install", "-q"]
-                + ["--disable-pip-version-check", *KERNEL_REQUIREMENTS],
+                + ["--disable-pip-version-check", *requirements],
                 PIP_TIMEOUT_S,
             ),
         ]
@@ -231,13 +257,13 @@ def _kernel_python() -> Path:
             result = run(cmd, timeout=timeout)
             if result.returncode != 0:
                 unavailable(
-                    f"cannot build the SDK v2 kernel ({' '.join(cmd[:4])} ...): "
+                    f"cannot build a kernel with {requirements[0]} ({' '.join(cmd[:4])} ...): "
                     f"{result.stderr.strip()[-1500:]}"
                 )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"building the SDK v2 kernel took over {exc.timeout:.0f} s: {exc.cmd}", False)
-    (build / "complete").write_text(" ".join(KERNEL_REQUIREMENTS))
-    FIGURES["SDK v2 kernel venv (sagemaker 2.257.7 + smdebug), created"] = (
+        pytest.fail(f"building the {requirements[0]} kernel took over {exc.timeout:.0f} s", False)
+    (build / "complete").write_text(" ".join(requirements))
+    FIGURES[f"notebook kernel venv with {requirements[0]}, created"] = (
         f"{time.monotonic() - started:.0f} s"
     )
     try:
@@ -248,8 +274,13 @@ def _kernel_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kernel_python() -> Path:
-    return _kernel_python()
+def v2_kernel() -> Path:
+    return _kernel_python(V2_KERNEL)
+
+
+@pytest.fixture(scope="session")
+def v3_kernel() -> Path:
+    return _kernel_python(V3_KERNEL)
 
 
 def compose_containers(root: Path) -> dict[str, str]:
@@ -290,13 +321,13 @@ def kernel_env() -> dict[str, str]:
     return env
 
 
-def run_cell(kernel_python: Path, code: str, folder: Path) -> tuple[str, dict]:
+def run_cell(kernel: Path, code: str, folder: Path) -> tuple[str, dict]:
     """Run ``code`` in the kernel (in ``folder``); return its output and its report line."""
     cell = folder / "notebook_cell.py"
     cell.write_text(code)
     try:
         result = subprocess.run(
-            [str(kernel_python), str(cell)],
+            [str(kernel), str(cell)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # the SDK's log and the containers' output, in order
             text=True,
@@ -316,18 +347,21 @@ def settings_code(settings: dict[str, object]) -> str:
     return "".join(f"{name} = {value!r}\n" for name, value in settings.items())
 
 
-def test_the_marked_blocks_are_the_doc_s_local_and_aws_blocks() -> None:
+def test_the_marked_blocks_are_the_doc_s_sdk_blocks() -> None:
     local = doc_block(LOCAL_MARKER)
     for call in ('instance_type="local"', "estimator.fit(", "model.deploy(", "delete_endpoint()"):
         assert call in local, f"the tested block of {NOTEBOOK_DOC.name} no longer has {call}"
     assert "metric_definitions()" in local and 'IdentitySerializer("image/jpeg")' in local
     aws = doc_block(AWS_MARKER)
     for call in ("HyperparameterTuner(", "tuner.fit(", "model.deploy(", "predictor.predict("):
-        assert call in aws, f"the AWS block of {NOTEBOOK_DOC.name} no longer has {call}"
+        assert call in aws, f"the v2 AWS block of {NOTEBOOK_DOC.name} no longer has {call}"
+    v3 = doc_block(V3_MARKER)
+    for call in ("ModelTrainer(", "tuner.tune(", "Endpoint.create(", "invoke_endpoint("):
+        assert call in v3, f"the v3 block of {NOTEBOOK_DOC.name} no longer has {call}"
 
 
 def test_notebook_v2_local_mode_trains_deploys_and_predicts(
-    kernel_python: Path,
+    v2_kernel: Path,
     train_image: str,
     serve_image: str,
     sample_data: Path,
@@ -348,7 +382,7 @@ def test_notebook_v2_local_mode_trains_deploys_and_predicts(
     code = LOCAL_HARNESS_HEAD + settings_code(settings) + doc_block(LOCAL_MARKER)
     started = time.monotonic()
     try:
-        log, report = run_cell(kernel_python, code + "\n" + LOCAL_HARNESS_TAIL, scratch_dir)
+        log, report = run_cell(v2_kernel, code + "\n" + LOCAL_HARNESS_TAIL, scratch_dir)
     finally:
         left = compose_containers(scratch_dir / "containers")
         if left:
@@ -380,28 +414,20 @@ def _hyperparameters(values: dict[str, str]) -> None:
     parse_hyperparameters([arg for name, value in values.items() for arg in (f"--{name}", value)])
 
 
-def test_notebook_v2_aws_block_sends_what_our_images_need(
-    kernel_python: Path, sample_data: Path, scratch_dir: Path
-) -> None:
-    photo = next((sample_data / "test").rglob("*.jpg"))
-    (scratch_dir / "my_dog.jpg").write_bytes(photo.read_bytes())
-    code = FAKE_AWS_HEAD + f"REPORT_PREFIX = {REPORT_PREFIX!r}\n" + doc_block(AWS_MARKER)
-    _, report = run_cell(kernel_python, code + "\n" + FAKE_AWS_TAIL, scratch_dir)
+def requests_to_fake_aws(kernel: Path, block: str, settings: str, sample: Path, folder: Path):
+    """Run ``block`` against the fake AWS; check the serving calls; return the first requests."""
+    photo = next((sample / "test").rglob("*.jpg"))
+    (folder / "my_dog.jpg").write_bytes(photo.read_bytes())
+    code = FAKE_AWS_HEAD + f"REPORT_PREFIX = {REPORT_PREFIX!r}\n" + settings + block
+    _, report = run_cell(kernel, code + "\n" + FAKE_AWS_TAIL, folder)
 
     assert report["invalid"] == [], "requests that botocore's service model refuses"
-    sent = {}
+    sent: dict[str, dict] = {}
     for operation, params in report["requests"]:
         sent.setdefault(operation, params)
-    assert {
-        "CreateTrainingJob",
-        "CreateHyperParameterTuningJob",
-        "CreateModel",
-        "CreateEndpoint",
-        "InvokeEndpoint",
-        "DeleteEndpoint",
-        "DeleteEndpointConfig",
-        "DeleteModel",
-    } <= set(sent)
+    done = ("CreateTrainingJob", "CreateHyperParameterTuningJob", "CreateModel", "CreateEndpoint")
+    done += ("InvokeEndpoint", "DeleteEndpoint", "DeleteEndpointConfig", "DeleteModel")
+    assert set(done) <= set(sent), f"missing calls: {set(done) - set(sent)}"
 
     job = sent["CreateTrainingJob"]
     assert job["AlgorithmSpecification"].get("MetricDefinitions") == metric_definitions()
@@ -409,26 +435,15 @@ def test_notebook_v2_aws_block_sends_what_our_images_need(
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["training"]
     _hyperparameters(job["HyperParameters"])
     assert job["EnableManagedSpotTraining"] and job["CheckpointConfig"]["S3Uri"].endswith("/")
-    collections = [c["CollectionName"] for c in job["DebugHookConfig"]["CollectionConfigurations"]]
-    assert sorted(collections) == ["gradients", "losses", "weights"], "one config per collection"
-    assert [r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]] == [
-        "VanishingGradient",
-        "Overfit",
-        "LossNotDecreasing",
-    ]
-    assert "ProfilerReport" in [
-        r["RuleConfigurationName"] for r in job["ProfilerRuleConfigurations"]
-    ]
 
     tuning = sent["CreateHyperParameterTuningJob"]
     config, trial = tuning["HyperParameterTuningJobConfig"], tuning["TrainingJobDefinition"]
-    assert config["HyperParameterTuningJobObjective"] == {
-        "Type": OBJECTIVE_TYPE,
-        "MetricName": OBJECTIVE_METRIC,
-    }
+    objective = {"Type": OBJECTIVE_TYPE, "MetricName": OBJECTIVE_METRIC}
+    assert config["HyperParameterTuningJobObjective"] == objective
     assert trial["AlgorithmSpecification"].get("MetricDefinitions") == metric_definitions()
     assert not any(key.startswith(("Debug", "Profiler")) for key in trial)
-    _hyperparameters(trial["StaticHyperParameters"])
+    assert trial["CheckpointConfig"]["S3Uri"] != job["CheckpointConfig"]["S3Uri"]
+    _hyperparameters(trial.get("StaticHyperParameters", {}))
     for kind in config["ParameterRanges"].values():
         for spec in kind:
             for value in spec.get("Values") or (spec["MinValue"], spec["MaxValue"]):
@@ -441,3 +456,33 @@ def test_notebook_v2_aws_block_sends_what_our_images_need(
     assert invoke["ContentType"] == "image/jpeg" and invoke["Accept"] == "application/json"
     assert invoke["CustomAttributes"] == "top_k=3" and invoke["Body"] == photo.stat().st_size
     assert report["answer"] == report["served"]
+    return sent
+
+
+def test_notebook_v2_aws_block_sends_what_our_images_need(
+    v2_kernel: Path, sample_data: Path, scratch_dir: Path
+) -> None:
+    block = doc_block(AWS_MARKER)
+    job = requests_to_fake_aws(v2_kernel, block, "", sample_data, scratch_dir)["CreateTrainingJob"]
+    collections = [c["CollectionName"] for c in job["DebugHookConfig"]["CollectionConfigurations"]]
+    assert sorted(collections) == ["gradients", "losses", "weights"], "one config per collection"
+    rules = [r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]]
+    assert rules == ["VanishingGradient", "Overfit", "LossNotDecreasing"]
+    assert [r["RuleConfigurationName"] for r in job["ProfilerRuleConfigurations"]] == [
+        "ProfilerReport"
+    ]
+
+
+def test_notebook_v3_block_sends_what_our_images_need(
+    v3_kernel: Path, sample_data: Path, scratch_dir: Path
+) -> None:
+    # The v3 block uses the names the v2 block sets.
+    settings = {
+        "TRAIN_IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train:v1",
+        "SERVE_IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-serve:v1",
+        "ROLE": "arn:aws:iam::123456789012:role/MySageMakerRole",
+        "DATA": "s3://my-dogbreed-bucket/dogImages/",
+        "RUNS": "s3://my-dogbreed-bucket/runs/",
+    }
+    block = doc_block(V3_MARKER)
+    requests_to_fake_aws(v3_kernel, block, settings_code(settings), sample_data, scratch_dir)
