@@ -27,6 +27,11 @@ def test_train_writes_the_model_and_reports_success(trained_job, sample_data: Pa
     assert spec.class_names == breeds
     assert spec.image_size == 64
     assert model.fc.out_features == len(breeds)
+    # The export is on by default: fp32 ONNX checked against torch, int8 where accurate enough.
+    assert (opt_ml / "model" / "model.onnx").is_file(), trained_job.log[-4000:]
+    assert spec.onnx["files"][0] == "model.onnx" and spec.onnx["validation_images"] == 16
+    assert spec.onnx["fp32_check"]["max_abs_diff"] <= 1e-4
+    assert sorted(p.name for p in opt_ml.glob("model/*.onnx")) == sorted(spec.onnx["files"])
 
     metric_lines = [m for m in map(parse_metric_line, trained_job.log.splitlines()) if m]
     epochs = {m["epoch"] for m in metric_lines if "epoch" in m}
@@ -42,6 +47,9 @@ def test_train_image_defaults_to_train_under_the_toolkit(train_image: str) -> No
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["SAGEMAKER_TRAINING_MODULE"] == "dogbreed.toolkit_entry:train"
     assert env["TORCH_HOME"] == "/opt/torch"
+    assert env["DOGBREED_ONNX_SITE"] == "/opt/dogbreed/onnx-site"
+    offline = run(["docker", "run", "--rm", train_image, "dogbreed-export", "--help"])
+    assert offline.returncode == 0 and "--data" in offline.stdout, offline.stderr
 
 
 def test_a_broken_channel_fails_the_job_with_a_reason(
