@@ -54,8 +54,9 @@ GOAL_LATENCY_RATIO = 1.2
 
 
 def make_artifact(model_dir: Path, num_classes: int, image_size: int) -> None:
+    """Seeded random weights; labels as a job trained on folders 001.Breed_1 ... writes them."""
     torch.manual_seed(0)
-    names = [f"{i + 1:03d}.Breed_{i + 1}" for i in range(num_classes)]
+    names = [f"Breed_{i + 1}" for i in range(num_classes)]
     spec = ModelSpec(names, image_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
     save_artifact(model_dir, build_model(num_classes), spec)
 
