@@ -39,7 +39,7 @@ log = logging.getLogger("dogbreed.export")
 ONNX_SITE_VAR = "DOGBREED_ONNX_SITE"
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-#: Training images the int8 calibration sees (drawn evenly at random, a fixed seed).
+#: Training images the int8 calibration sees (drawn at random with a fixed seed).
 CALIBRATION_IMAGES = 256
 #: Validation images on which the fp32 ONNX model must match torch.
 CHECK_IMAGES = 256
@@ -95,7 +95,8 @@ def run_export_process(args: Sequence[str], timeout: float = TIMEOUT_S) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     ) as process:
-        timer = threading.Timer(timeout, process.kill)
+        expired = threading.Event()
+        timer = threading.Timer(timeout, lambda: (expired.set(), process.kill()))
         timer.start()
         try:
             for line in process.stdout:
@@ -108,8 +109,8 @@ def run_export_process(args: Sequence[str], timeout: float = TIMEOUT_S) -> None:
     if process.returncode == 0:
         return
     reason = next((ln.split(ERROR_PREFIX, 1)[1].strip() for ln in tail if ERROR_PREFIX in ln), "")
-    if not timer.is_alive() and process.returncode < 0 and not reason:
-        reason = f"the export process took longer than {timeout:.0f} s and was stopped"
+    if expired.is_set():
+        reason = f"the export process took longer than {timeout:g} s and was stopped"
     raise ExportError(
         reason
         or f"the export process exited with {process.returncode}; its last lines:\n"
