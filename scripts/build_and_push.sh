@@ -6,12 +6,17 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/build_and_push.sh [options] [train|serve|all]
+Usage: scripts/build_and_push.sh [options] [train|serve|serve-slim|all]
 
-Builds the train and/or serve image (default: both), tags them and pushes them to Amazon ECR:
-<account>.dkr.ecr.<region>.amazonaws.com/<prefix>train:<tag> and .../<prefix>serve:<tag>.
+Builds the images (default: all three), tags them and pushes them to Amazon ECR as
+<account>.dkr.ecr.<region>.amazonaws.com/<prefix><image>:<tag>. The images, and where to pass
+their URIs:
+  train        training                                  dogbreed train --image URI
+  serve        model server on torch, for GPU endpoints  dogbreed deploy --serve-image URI
+  serve-slim   model server on ONNX Runtime, no torch,   dogbreed deploy --slim-image URI
+               for CPU and serverless endpoints (serves the model.onnx that training jobs write)
 Creates the ECR repositories when missing and logs docker in with `aws ecr get-login-password`.
-Prints the pushed image URIs, one per line.
+Prints the pushed image URIs, one per line, in the order above.
 
 Where to push:
   --region REGION       AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, then
@@ -30,7 +35,7 @@ What to push:
   --prefix PREFIX       image and repository name prefix (default: dogbreed-)
   --no-build            push the images already built locally as <prefix>train:<tag> etc.
   --base-image IMAGE    passed to scripts/build_images.sh (official | standin | auto | an image;
-                        default auto)
+                        default auto; serve-slim gets python:3.11-slim or its stand-in)
   --bake-weights 0|1    passed to scripts/build_images.sh
 
   -h, --help            this help
@@ -60,13 +65,13 @@ while [[ $# -gt 0 ]]; do
     --prefix) prefix=${2?--prefix needs a value}; shift ;;
     --no-build) build=0 ;;
     --base-image | --bake-weights) build_args+=("$1" "${2:?$1 needs a value}"); shift ;;
-    train | serve | all) which=$1 ;;
+    train | serve | serve-slim | all) which=$1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
 done
-[[ $which == all ]] && roles=(train serve) || roles=("$which")
+[[ $which == all ]] && roles=(train serve serve-slim) || roles=("$which")
 [[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "invalid tag '$tag'"
 registry=${registry%/}
 
@@ -144,5 +149,13 @@ for role in "${roles[@]}"; do
   docker push "$uri" >&2 || die "pushing $uri failed (docker output above)"
   uris+=("$uri")
 done
-log "pushed:"
+log "pushed (stdout: the URIs alone):"
+for i in "${!roles[@]}"; do
+  case "${roles[$i]}" in
+    train) use="dogbreed train --image" ;;
+    serve) use="dogbreed deploy --serve-image (GPU instances)" ;;
+    serve-slim) use="dogbreed deploy --slim-image (CPU instances, serverless)" ;;
+  esac
+  log "  ${uris[$i]}  ->  $use"
+done
 printf '%s\n' "${uris[@]}"

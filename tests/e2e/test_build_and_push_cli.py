@@ -42,6 +42,17 @@ def test_help_explains_every_option() -> None:
         )
 
 
+def test_help_names_the_three_images_and_where_their_uris_go() -> None:
+    result = run([str(SCRIPT), "--help"])
+    assert "[train|serve|serve-slim|all]" in result.stdout
+    for role, option in [
+        ("train", "dogbreed train --image"),
+        ("serve", "dogbreed deploy --serve-image"),
+        ("serve-slim", "dogbreed deploy --slim-image"),
+    ]:
+        assert re.search(rf"^\s+{role}\s.*{option} URI$", result.stdout, re.M), role
+
+
 def test_unknown_option_fails_with_usage() -> None:
     result = run([str(SCRIPT), "--regoin", "eu-west-1"])
     assert result.returncode != 0
@@ -85,6 +96,14 @@ def test_missing_local_image_is_named(docker_engine: None, tmp_path: Path) -> No
     )
     assert result.returncode != 0
     assert "no local image dogbreed-train:no-such-tag-e2e" in result.stderr
+
+
+def test_the_slim_image_alone_is_a_choice(docker_engine: None, tmp_path: Path) -> None:
+    tag = "no-such-tag-e2e"
+    args = [str(SCRIPT), "--no-build", "--registry", "127.0.0.1:1", "--tag", tag, "serve-slim"]
+    result = run(args, env=bare_env(tmp_path))
+    assert result.returncode != 0
+    assert f"no local image dogbreed-serve-slim:{tag}" in result.stderr
 
 
 def test_invalid_tag_is_refused(tmp_path: Path) -> None:
