@@ -12,6 +12,10 @@ Session fixtures (stable names; other e2e tests build on them):
 - ``train_image`` / ``serve_image``: ``dogbreed-train:e2e`` / ``dogbreed-serve:e2e``, built from
   this tree by ``scripts/build_images.sh`` (``BAKE_WEIGHTS=0``); docker's layer cache makes the
   rebuild of an unchanged tree take seconds.
+- ``slim_image``: ``dogbreed-serve-slim:e2e`` (ONNX Runtime, no torch), built on the slim stand-in
+  (``build_standin_base.sh --slim``), or on python:3.11-slim when ``$DOGBREED_BASE_IMAGE`` is set
+  (under ``CI=true`` only if that image is already here: CI never pulls from Docker Hub);
+  ``slim_base_image`` is the base it was built on.
 - ``sample_data``: the bundled sample (``train/ valid/ test/``), written on the host.
 - ``trained_job``: one ``docker run <train_image> train`` on an /opt/ml tree laid out as
   SageMaker lays it out (``e2e_support.TrainingRun``: tree, exit code, log, seconds).
@@ -24,6 +28,7 @@ Function fixture ``scratch_dir``: a folder under /tmp, removed afterwards (root-
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from e2e_support import (  # noqa: E402
     FIGURES,
+    IN_CI,
     REPO_ROOT,
     TrainingRun,
     free_port,
@@ -117,6 +123,30 @@ def train_image(base_image: str) -> str:
 @pytest.fixture(scope="session")
 def serve_image(base_image: str) -> str:
     return _build("serve", base_image)
+
+
+@pytest.fixture(scope="session")
+def slim_base_image(docker_engine: None) -> str:
+    """The base serve-slim builds FROM: python:3.11-slim, or its offline stand-in."""
+    dockerfile = (REPO_ROOT / "docker" / "serve-slim" / "Dockerfile").read_text()
+    official = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.M)
+    assert official, "docker/serve-slim/Dockerfile has no ARG BASE_IMAGE default"
+    present = run(["docker", "image", "inspect", official[1]]).returncode == 0
+    if os.environ.get("DOGBREED_BASE_IMAGE") and (present or not IN_CI):
+        return official[1]
+    standin = ["build_standin_base.sh", "--slim"]
+    if shutil.which("debootstrap") is None:
+        printed = run([str(REPO_ROOT / "scripts" / standin[0]), *standin[1:], "--print-tag"])
+        if run(["docker", "image", "inspect", printed.stdout.strip()]).returncode != 0:
+            unavailable("debootstrap is not installed, so the slim stand-in base cannot be built")
+    return _script(standin, "slim stand-in base image (built or reused)")
+
+
+@pytest.fixture(scope="session")
+def slim_image(slim_base_image: str) -> str:
+    base = "standin" if slim_base_image.startswith("dogbreed-standin-") else "official"
+    args = ["build_images.sh", "--base-image", base, "--tag", IMAGE_TAG, "serve-slim"]
+    return _script(args, "serve-slim image build (docker layer cache)")
 
 
 @pytest.fixture(scope="session")
