@@ -275,26 +275,29 @@ def test_int8_keeps_fp32_accuracy_on_handwritten_digits_at_224_px(
     make_job, onnx_site: Path, tmp_path: Path
 ) -> None:
     """scikit-learn's digit scans (test_learns), at 224 px: int8 within 1 point of fp32 and
-    top-1 agreement >= 98% on every image not trained on (997).
+    top-1 agreement >= 98% on every image not trained on (1,197).
 
-    224 px from scratch costs about 0.5 s per image per epoch on 2 cores, so the job trains on 800
-    images for 3 epochs, validates on 100, and the offline command exports afterwards, evaluating
-    on all 997 held-out images.
+    A training step at 224 px costs about 0.7 core-seconds per image on this kind of machine, so
+    the job trains layer3, layer4 and the head (the earlier stages keep their random
+    initialisation) on 600 images for 4 epochs and validates on 100; the offline command then
+    exports, evaluating on all 1,197 held-out images. About half an hour on 2 busy cores.
     """
     job = make_job(
         {
             "image-size": "224",
-            "epochs": "3",
-            "batch-size": "16",
-            "lr": "0.03",
+            "epochs": "4",
+            "warmup-epochs": "1",
+            "batch-size": "32",
+            "lr": "0.02",
+            "trainable": "layer3",
             "label-smoothing": "0.1",
-            "log-interval": "10",
+            "log-interval": "5",
         }
     )
     data = job.base / "input" / "data" / "training"
     for child in data.iterdir():
         shutil.rmtree(child)
-    write_digits(data, {"train": 800, "valid": 100, "test": 100, "rest": 797})
+    write_digits(data, {"train": 600, "valid": 100, "test": 100, "rest": 997})
     held_out = tmp_path / "held-out"
     for split in ("valid", "test", "rest"):
         shutil.copytree(data / split, held_out, dirs_exist_ok=True)
@@ -316,7 +319,7 @@ def test_int8_keeps_fp32_accuracy_on_handwritten_digits_at_224_px(
         f" {onnx['int8_top1_agreement']:.4f}; torch test accuracy"
         f" {load_spec(job.model_dir).metrics['test_accuracy']:.4f}"
     )
-    assert images == 1797 - 800
+    assert images == 1797 - 600
     assert onnx["fp32_accuracy"] >= 0.6  # it learned (chance: 0.1)
     assert onnx["int8_drop_points"] <= 1.0
     assert onnx["int8_top1_agreement"] >= 0.98
