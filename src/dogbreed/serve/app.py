@@ -31,7 +31,6 @@ from dogbreed.serve.config import (
     MAX_BATCH_WAIT_S,
     MAX_IMAGE_PIXELS,
     MAX_IMAGES_PER_REQUEST,
-    WARMUP_ROUNDS,
     ServerSettings,
 )
 from dogbreed.serve.predictor import InputError, Prediction, Predictor
@@ -164,7 +163,7 @@ class ModelState:
             max_queue_wait_s=settings.max_queue_wait_s,
             max_waiting_requests=settings.max_waiting_requests,
         )
-        predictor.warm_up(WARMUP_ROUNDS)
+        predictor.warm_up(runtime.warm_batches)
         self.loaded_in_s = time.perf_counter() - start
         self.predictor = predictor
         log.info(

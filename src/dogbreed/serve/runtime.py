@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from dogbreed.artifact import ArtifactError, ModelSpec
+
+if TYPE_CHECKING:  # the master chooses without importing numpy: it only forks the workers
+    import numpy as np
 
 #: DOGBREED_RUNTIME values: the best one installed for this artifact, or one by name.
 RUNTIMES = ("auto", "onnx", "torch")
@@ -29,6 +30,7 @@ class Runtime(Protocol):
     """A loaded model that maps a preprocessed batch to class probabilities."""
 
     description: str  # e.g. "onnxruntime 1.32.0 int8 (model.int8.onnx) on cpu"
+    warm_batches: int  # full batches run before /ping answers 200, after one single image
 
     def start_thread(self) -> None:
         """Per-thread setup, run first on the inference thread."""

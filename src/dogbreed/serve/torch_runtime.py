@@ -9,10 +9,13 @@ import numpy as np
 import torch
 
 from dogbreed.artifact import ModelSpec, load_artifact
+from dogbreed.serve.config import WARMUP_ROUNDS
 
 
 class TorchRuntime:
     """The artifact's ResNet18 in eval mode, channels_last, on ``device``."""
+
+    warm_batches = WARMUP_ROUNDS
 
     def __init__(self, model_dir: Path, spec: ModelSpec, device: str, threads: int) -> None:
         self.device = torch.device(device)
