@@ -8,7 +8,7 @@ PY := .venv/bin/python
 BASE_IMAGE ?= auto
 TAG ?= latest
 
-.PHONY: venv test test-fast e2e images standin-base demo push bench lint format gpu-check gpu-check-dry
+.PHONY: venv test test-fast e2e arm64-check images standin-base demo push bench lint format gpu-check gpu-check-dry
 
 venv:
 	scripts/dev_env.sh
@@ -21,6 +21,10 @@ test-fast: venv
 
 e2e: venv
 	$(PY) -m pytest tests/e2e
+
+# The slim serve image for linux/arm64 (Graviton), built and served under qemu: many minutes.
+arm64-check: venv
+	DOGBREED_TEST_ARM64=1 $(PY) -m pytest tests/e2e/test_arm64_slim.py -s
 
 images:
 	scripts/build_images.sh --base-image $(BASE_IMAGE) --tag $(TAG)

@@ -18,6 +18,10 @@ Options:
                          auto      official if present or pullable, else the stand-in (default)
   --tag TAG            image tag (default: latest)
   --prefix PREFIX      image name prefix (default: dogbreed-)
+  --platform PLATFORM  linux/amd64 (default) or linux/arm64; linux/arm64 (SageMaker Graviton,
+                       ml.c7g) builds serve-slim only, as <prefix>serve-slim:<tag>-arm64, under
+                       qemu emulation on x86_64 (scripts/enable_arm64_emulation.sh); the torch
+                       images would need an arm64 PyTorch base
   --bake-weights 0|1   bake the ImageNet ResNet18 weights into the train image
                        (default: 1, or 0 when the base is the stand-in: a machine that cannot
                        pull from Docker Hub usually cannot reach download.pytorch.org either)
@@ -33,12 +37,14 @@ die() { printf '[build-images] error: %s\n' "$*" >&2; exit 1; }
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 base=${BASE_IMAGE:-auto} tag=${TAG:-latest} prefix=dogbreed- bake=${BAKE_WEIGHTS:-} which=all
+platform=linux/amd64
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --base-image) base=${2:?--base-image needs a value}; shift ;;
     --tag) tag=${2:?--tag needs a value}; shift ;;
     --prefix) prefix=${2?--prefix needs a value}; shift ;;
     --bake-weights) bake=${2:?--bake-weights needs 0 or 1}; shift ;;
+    --platform) platform=${2:?--platform needs linux/amd64 or linux/arm64}; shift ;;
     train | serve | serve-slim | all) which=$1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -47,6 +53,15 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -z $bake || $bake == 0 || $bake == 1 ]] || die "--bake-weights must be 0 or 1, got '$bake'"
 [[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "invalid tag '$tag'"
+case "$platform" in
+  linux/amd64) arch=amd64 ;;
+  linux/arm64)
+    arch=arm64 tag="$tag-arm64"
+    [[ $which == serve-slim ]] \
+      || die "--platform linux/arm64 builds serve-slim only (got '$which'): the train and serve images need an arm64 PyTorch base, which neither the official CUDA image nor the stand-in provides"
+    "$repo_root/scripts/enable_arm64_emulation.sh" || die "arm64 emulation is not available (above)" ;;
+  *) die "--platform must be linux/amd64 or linux/arm64, got '$platform'" ;;
+esac
 
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "cannot reach a Docker engine (is dockerd running? can you use its socket?)"
@@ -58,15 +73,20 @@ official_base() {  # official_base <role>: the BASE_IMAGE default in its Dockerf
   echo "$found"
 }
 
+image_arch() {  # image_arch <image>: its architecture, empty when the image is not here
+  docker image inspect --format '{{.Architecture}}' "$1" 2>/dev/null || true
+}
+
 resolve_base() {  # resolve_base <official image> [--slim]
   local official=$1 standin=("$repo_root/scripts/build_standin_base.sh" "${@:2}")
   case "$base" in
     official) echo "$official" ;;
     standin) "${standin[@]}" | tail -n1 ;;
     auto)
-      if docker image inspect "$official" >/dev/null 2>&1; then
+      if [[ $(image_arch "$official") == "$arch" ]]; then
         echo "$official"
-      elif log "pulling $official" && timeout "${PULL_TIMEOUT:-600}" docker pull "$official" >&2; then
+      elif log "pulling $official ($platform)" \
+          && timeout "${PULL_TIMEOUT:-600}" docker pull --platform "$platform" "$official" >&2; then
         echo "$official"
       else
         log "cannot pull $official; using the offline stand-in base"
@@ -75,7 +95,10 @@ resolve_base() {  # resolve_base <official image> [--slim]
     *) echo "$base" ;;
   esac
 }
-base_image=$(resolve_base "$(official_base train)") || die "could not get a base image"
+base_image=""
+if [[ $which != serve-slim ]]; then
+  base_image=$(resolve_base "$(official_base train)") || die "could not get a base image"
+fi
 if [[ -z $bake ]]; then
   bake=1
   [[ $base_image == dogbreed-standin-base:* ]] && bake=0
@@ -83,21 +106,27 @@ fi
 
 slim_base() {  # python:3.11-slim or its stand-in; a custom --base-image is a torch image: `auto`
   [[ $base == official || $base == standin ]] || local base=auto
-  resolve_base "$(official_base serve-slim)" --slim
+  resolve_base "$(official_base serve-slim)" --slim --arch "$arch"
 }
 
 build() {  # build <role>
-  local role=$1 image="${prefix}$1:${tag}" args=() base_image=$base_image
-  [[ $role == train ]] && args+=(--build-arg "BAKE_WEIGHTS=$bake")
+  local role=$1 image="${prefix}$1:${tag}" args=() base_image=$base_image note=""
+  [[ $role == train ]] && args+=(--build-arg "BAKE_WEIGHTS=$bake") note=" (BAKE_WEIGHTS=$bake)"
+  [[ $arch == amd64 ]] || args+=(--platform "$platform")
   if [[ $role == serve-slim ]]; then
     base_image=$(slim_base) || die "could not get a base image for serve-slim"
   fi
-  log "building $image from $base_image${args:+ (BAKE_WEIGHTS=$bake)}"
+  local base_arch
+  base_arch=$(image_arch "$base_image")
+  [[ -z $base_arch || $base_arch == "$arch" ]] \
+    || die "base image $base_image is $base_arch, not $arch: give --base-image a $platform image"
+  log "building $image ($platform) from $base_image$note"
   local start=$SECONDS
   docker build --force-rm -f "$repo_root/docker/$role/Dockerfile" -t "$image" \
     --build-arg "BASE_IMAGE=$base_image" "${args[@]}" "$repo_root" >&2 \
     || die "building $image failed (docker output above)"
-  log "built $image in $((SECONDS - start)) s"
+  [[ $(image_arch "$image") == "$arch" ]] || die "built $image, but it is $(image_arch "$image"), not $arch"
+  log "built $image ($platform) in $((SECONDS - start)) s"
   echo "$image"
 }
 
