@@ -47,8 +47,8 @@ BUILD_LIMIT_S = 3600
 READY_LIMIT_S = 300
 REQUEST_LIMIT_S = 120
 #: The issue's bound for both. Not measured yet: under Debian 12's qemu 7.2 `import onnxruntime`
-#: (1.32, aarch64) segfaults or hangs, so the build stops at its import check (docs/serving.md,
-#: Graviton). int8 may need more where arm64 kernels requantise differently from x86_64's.
+#: (1.32, aarch64) segfaults on the host's x86 /proc/cpuinfo, so the build stops at its import
+#: check (docs/serving.md, Graviton). int8 may need more where arm64 kernels requantise otherwise.
 TOLERANCE = {"fp32": 1e-4, "int8": 1e-4}
 #: (width, height) of the JPEGs posted: below, at and well above the model's 64 px (the last ones
 #: take the reduced-scale JPEG decode).
