@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from onnxruntime.quantization import (
     quant_pre_process,
     quantize_static,
 )
+
+from dogbreed.export import ExportError
 
 log = logging.getLogger("dogbreed.export")
 
@@ -56,18 +58,41 @@ class _Batches(CalibrationDataReader):
         return None if batch is None else {self.input_name: batch}
 
 
-def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> None:
+def stage_nodes(graph: onnx.GraphProto, stages: Sequence[str]) -> list[str]:
+    """The names of every node of the classifier's top-level modules ``stages``.
+
+    The TorchScript exporter names nodes by module path: ``/0/layer1/layer1.0/conv1/Conv``, 0
+    being the classifier inside :func:`dogbreed.export_onnx.with_softmax`. Raises
+    :class:`ExportError` naming a stage that has no node, rather than quantise it unnoticed.
+    """
+    found = {
+        stage: [n.name for n in graph.node if n.name.startswith(f"/0/{stage}/")] for stage in stages
+    }
+    missing = [stage for stage, names in found.items() if not names]
+    if missing:
+        raise ExportError(
+            f"the exported graph has no node named /0/<stage>/... for the stages {missing} (its"
+            f" first nodes: {[n.name for n in graph.node[:5]]}): the exporter's node names"
+            " changed, and dogbreed.quantize must find the stages another way"
+        )
+    return [name for names in found.values() for name in names]
+
+
+def quantize_int8(
+    fp32: Path, out: Path, calibration: Iterable[np.ndarray], float_stages: Sequence[str] = ()
+) -> None:
     """Write ``out``: ``fp32`` quantised to int8 QDQ, calibrated on ``calibration`` batches.
 
     The logits and the softmax stay float: 256 levels of logits would blur the probabilities
-    and turn near ties into exact ones.
+    and turn near ties into exact ones. So does every node of ``float_stages`` (top-level module
+    names of the classifier, such as ``layer1``).
     """
     with tempfile.TemporaryDirectory(prefix="dogbreed-quantize-") as work:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared))
         input_name = Session(prepared).input_name
-        nodes = onnx.load(str(prepared)).graph.node
-        softmax = [n.name for n in nodes if n.op_type == "Softmax"]
+        graph = onnx.load(str(prepared)).graph
+        softmax = [n.name for n in graph.node if n.op_type == "Softmax"]
         quantize_static(
             str(prepared),
             str(out),
@@ -77,7 +102,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> N
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=softmax,
+            nodes_to_exclude=softmax + stage_nodes(graph, float_stages),
             extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm"]},
         )
 
