@@ -396,7 +396,8 @@ def test_int8_keeps_fp32_accuracy_on_handwritten_digits_at_224_px(
         f"\ndigits at 224 px, {images} held-out images (1 point = {images / 100:.1f} images):"
         f" fp32 {onnx['fp32_accuracy']:.4f}, int8 {onnx['int8_accuracy']:.4f},"
         f" drop {onnx['int8_drop_points']:.2f} points, top-1 agreement"
-        f" {onnx['int8_top1_agreement']:.4f}; torch test accuracy"
+        f" {onnx['int8_top1_agreement']:.4f}, float stages {onnx['int8_float_stages']};"
+        " torch test accuracy"
         f" {load_spec(job.model_dir).metrics['test_accuracy']:.4f}"
     )
     assert images == 1797 - 600
