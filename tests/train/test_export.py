@@ -221,6 +221,15 @@ def test_int8_that_misses_is_retried_with_the_early_stages_in_float(
         stages = {{name.split("/")[2] for name in partial[0]}}
         assert stages == {{"conv1", "layer1", "layer2"}} and len(partial[0]) == 10, partial
         assert partial[2] < full[2], (partial, full)
+
+        from dogbreed.export import ExportError
+        from dogbreed.quantize import stage_nodes
+        try:  # a stage the graph lacks is named, not silently quantised
+            stage_nodes(onnx.load({str(model_dir / "model.onnx")!r}).graph, ["layer1", "stem"])
+        except ExportError as exc:
+            assert "for the stages ['stem']" in str(exc), exc
+        else:
+            raise AssertionError("no ExportError for a stage the graph lacks")
         """,
         onnx_site,
     )
