@@ -259,7 +259,7 @@ def start_server(
     return Server(process, f"http://127.0.0.1:{port}", log_path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def server(torch_server: Server) -> Server:
     """The shared server most tests use: torch (test_http.py runs against both runtimes)."""
     return torch_server
