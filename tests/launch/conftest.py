@@ -192,7 +192,13 @@ def trained_job(tmp_path_factory: pytest.TempPathFactory) -> TrainedJob:
     write_sample(base / "input" / "data" / "training")
     config = base / "input" / "config"
     config.mkdir(parents=True)
-    hyperparameters = {"image-size": "64", "batch-size": "8", "epochs": "3", "pretrained": "false"}
+    hyperparameters = {
+        "image-size": "64",
+        "batch-size": "8",
+        "epochs": "3",
+        "pretrained": "false",
+        "export": "false",  # tests/train/test_export.py covers the export
+    }
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     (config / "inputdataconfig.json").write_text(
         json.dumps({"training": {"TrainingInputMode": "File"}})
