@@ -265,12 +265,12 @@ def server(torch_server: Server) -> Server:
     return torch_server
 
 
-@pytest.fixture(scope="session")
-def torch_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Two workers sharing the two cores (one torch thread each), as the tests' shared server."""
+def shared_server(model_dir: Path, log_dir: Path, serve_bin: Path) -> Iterator[Server]:
+    """Two workers sharing the two cores (one compute thread each), a 1 MiB payload limit."""
     srv = start_server(
         model_dir,
-        tmp_path_factory.mktemp("logs"),
+        log_dir,
+        serve_bin=serve_bin,
         MODEL_SERVER_WORKERS="2",
         SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
     )
@@ -279,20 +279,15 @@ def torch_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def torch_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The tests' shared server: torch."""
+    yield from shared_server(model_dir, tmp_path_factory.mktemp("logs"), SERVE_BIN)
 
 
 @pytest.fixture(scope="session")
 def slim_server(onnx_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The torch-free server (ONNX Runtime, int8) with the shared server's settings."""
-    srv = start_server(
-        onnx_model_dir,
-        tmp_path_factory.mktemp("slim-logs"),
-        serve_bin=SLIM_SERVE_BIN,
-        MODEL_SERVER_WORKERS="2",
-        SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
-    )
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
+    yield from shared_server(onnx_model_dir, tmp_path_factory.mktemp("slim-logs"), SLIM_SERVE_BIN)
