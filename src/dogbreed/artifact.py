@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "model.pt"
 SPEC_FILE = "model.json"
+#: The ONNX models the export adds (dogbreed.export) and the slim server serves.
+ONNX_FP32_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
 FORMAT_VERSION = 1
 
 

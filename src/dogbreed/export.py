@@ -37,8 +37,6 @@ from dogbreed.hyperparams import PARSERS, HyperparameterError, Hyperparameters
 log = logging.getLogger("dogbreed.export")
 
 ONNX_SITE_VAR = "DOGBREED_ONNX_SITE"
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
 #: Training images the int8 calibration sees (drawn at random with a fixed seed).
 CALIBRATION_IMAGES = 256
 #: Validation images on which the fp32 ONNX model must match torch.

@@ -25,15 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dogbreed.artifact import load_artifact, save_spec
+from dogbreed.artifact import ONNX_FP32_FILE, ONNX_INT8_FILE, load_artifact, save_spec
 from dogbreed.atomic import write_atomically
 from dogbreed.data import class_label, scan_split
 from dogbreed.export import (
     BATCH,
     CALIBRATION_IMAGES,
     CHECK_IMAGES,
-    FP32_FILE,
-    INT8_FILE,
     ExportError,
 )
 from dogbreed.imaging import load_eval_array
@@ -180,7 +178,7 @@ def export_model_dir(
     valid = split_samples("valid", valid_dir, spec.class_names)
     load = ImageBatches(spec.image_size, spec.mean, spec.std)
     with tempfile.TemporaryDirectory(prefix="dogbreed-export-") as work:
-        fp32_path, int8_path = Path(work) / FP32_FILE, Path(work) / INT8_FILE
+        fp32_path, int8_path = Path(work) / ONNX_FP32_FILE, Path(work) / ONNX_INT8_FILE
         export_fp32(model, spec.image_size, fp32_path)
         fp32 = Session(fp32_path)
         check = check_fp32(model, fp32, load.images(valid[:CHECK_IMAGES]))
@@ -203,13 +201,13 @@ def export_model_dir(
         shipped = attempts[-1]["within_max_drop"]
         note = "; ".join(f"int8 {attempt['note']}" for attempt in attempts)
         log.info("%s: %s", "shipping int8" if shipped else "leaving int8 out", note)
-        _ship(fp32_path, model_dir / FP32_FILE)
+        _ship(fp32_path, model_dir / ONNX_FP32_FILE)
         if shipped:
-            _ship(int8_path, model_dir / INT8_FILE)
+            _ship(int8_path, model_dir / ONNX_INT8_FILE)
         else:
-            (model_dir / INT8_FILE).unlink(missing_ok=True)
+            (model_dir / ONNX_INT8_FILE).unlink(missing_ok=True)
     record = {
-        "files": [FP32_FILE, INT8_FILE] if shipped else [FP32_FILE],
+        "files": [ONNX_FP32_FILE, ONNX_INT8_FILE] if shipped else [ONNX_FP32_FILE],
         "opset": OPSET,
         "runtime": f"onnxruntime {version('onnxruntime')}",
         "fp32_check": check,

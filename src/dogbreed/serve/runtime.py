@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from dogbreed.artifact import ArtifactError, ModelSpec
+from dogbreed.artifact import ONNX_FP32_FILE, ONNX_INT8_FILE, ArtifactError, ModelSpec
 
 if TYPE_CHECKING:  # the master chooses without importing numpy: it only forks the workers
     import numpy as np
@@ -22,8 +22,6 @@ if TYPE_CHECKING:  # the master chooses without importing numpy: it only forks t
 RUNTIMES = ("auto", "onnx", "torch")
 #: DOGBREED_PRECISION values for ONNX Runtime: int8 where the artifact has it, or one by name.
 PRECISIONS = ("auto", "int8", "fp32")
-ONNX_FP32_FILE = "model.onnx"
-ONNX_INT8_FILE = "model.int8.onnx"
 
 
 class Runtime(Protocol):
