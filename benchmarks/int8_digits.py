@@ -1,0 +1,107 @@
+"""int8 against fp32 on real images: scikit-learn's handwritten digit scans at 224 px.
+
+The same data, hyperparameters and exporter as ``make int8-check``
+(tests/train/test_export.py::test_int8_keeps_fp32_accuracy_on_handwritten_digits_at_224_px), for a
+machine without the training toolkit (a GPU machine's own python): the job runs through
+``dogbreed.ranks`` as ``train`` would start it, then ``python -m dogbreed.export`` converts the
+artifact, evaluating on every one of the 1,197 images not trained on.
+
+    python benchmarks/int8_digits.py [--trainable layer3|all] [--epochs 4]
+
+``DOGBREED_ONNX_SITE`` names a folder holding onnx and onnxruntime (default build/onnx-site).
+Figures go to ``$OUT/int8-digits-<trainable>.json`` where OUT is set, else build/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dogbreed.artifact import load_spec
+from dogbreed.sample_data import write_digits
+
+REPO = Path(__file__).resolve().parents[1]
+SPLITS = {"train": 600, "valid": 100, "test": 100, "rest": 997}
+
+
+def hyperparameters(trainable: str, epochs: int) -> dict[str, str]:
+    """The test's hyperparameters (FAST's with the digits test's own on top)."""
+    return {
+        "image-size": "224",
+        "epochs": str(epochs),
+        "warmup-epochs": "1",
+        "batch-size": "32",
+        "lr": "0.02",
+        "trainable": trainable,
+        "label-smoothing": "0.1",
+        "log-interval": "5",
+        "pretrained": "false",
+        "export": "false",
+    }
+
+
+def run(command: list[str], env: dict[str, str], log: Path, timeout: float) -> float:
+    """Run ``command`` to completion (output to ``log``); its seconds, or exit naming the log."""
+    started = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.run(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+        )
+    if code.returncode != 0:
+        sys.exit(f"{' '.join(command[:4])}... exited {code.returncode}:\n{log.read_text()[-4000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--trainable", default="layer3", help="first stage trained (default layer3)"
+    )
+    parser.add_argument("--epochs", type=int, default=4)
+    args = parser.parse_args()
+    site = os.environ.get("DOGBREED_ONNX_SITE") or str(REPO / "build" / "onnx-site")
+    with tempfile.TemporaryDirectory(prefix="int8-digits-") as tmp:
+        base = Path(tmp) / "opt" / "ml"
+        data = base / "input" / "data" / "training"
+        write_digits(data, SPLITS)
+        held_out = Path(tmp) / "held-out"
+        for split in ("valid", "test", "rest"):
+            shutil.copytree(data / split, held_out, dirs_exist_ok=True)
+        shutil.rmtree(data / "rest")
+        hp = hyperparameters(args.trainable, args.epochs)
+        train = [sys.executable, "-m", "dogbreed.ranks", "--nproc-per-node=1", "--standalone"]
+        train += ["-m", "dogbreed.train", *(w for k, v in hp.items() for w in (f"--{k}", v))]
+        env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "DOGBREED_ONNX_SITE": site}
+        train_s = run(train, env, Path(tmp) / "train.log", 3600)
+        model_dir = base / "model"
+        export = [sys.executable, "-m", "dogbreed.export", str(model_dir)]
+        export += ["--train", str(data / "train"), "--valid", str(held_out)]
+        export_s = run(export, env, Path(tmp) / "export.log", 3600)
+        spec = load_spec(model_dir)
+    onnx = spec.onnx
+    figures = {
+        "hyperparameters": hp,
+        "train_seconds": round(train_s, 1),
+        "export_seconds": round(export_s, 1),
+        "torch_test_accuracy": spec.metrics.get("test_accuracy"),
+        "images_per_point": onnx["validation_images"] / 100,
+        **onnx,
+    }
+    out_dir = Path(os.environ.get("OUT") or REPO / "build")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"int8-digits-{args.trainable}.json"
+    path.write_text(json.dumps(figures, indent=2, default=str))
+    print(json.dumps(figures, indent=2, default=str))
+    print(f"int8-digits: figures written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
