@@ -4,7 +4,9 @@ The same data, hyperparameters and exporter as ``make int8-check``
 (tests/train/test_export.py::test_int8_keeps_fp32_accuracy_on_handwritten_digits_at_224_px), for a
 machine without the training toolkit (a GPU machine's own python): the job runs through
 ``dogbreed.ranks`` as ``train`` would start it, then ``python -m dogbreed.export`` converts the
-artifact, evaluating on every one of the 1,197 images not trained on.
+artifact, evaluating on every one of the 1,197 images not trained on. Then the int8 model is served
+(``dogbreed-serve`` on ONNX Runtime, 127.0.0.1) and every held-out image posted to it: its top-1
+accuracy over HTTP is printed beside the export's in-process one, and the run fails if they differ.
 
     python benchmarks/int8_digits.py [--trainable layer3|all] [--epochs 4]
 
@@ -15,6 +17,7 @@ Figures go to ``$OUT/int8-digits-<trainable>.json`` where OUT is set, else build
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -23,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from serve_support import ServerUnderTest
 
 from dogbreed.artifact import load_spec
 from dogbreed.sample_data import write_digits
@@ -59,12 +64,42 @@ def run(command: list[str], env: dict[str, str], log: Path, timeout: float) -> f
     return time.perf_counter() - started
 
 
+def served_accuracy(serve: Path, model_dir: Path, images: list[Path], log: Path) -> float:
+    """Top-1 accuracy of the int8 model served over HTTP, one request per image."""
+    env = {"DOGBREED_RUNTIME": "onnx", "DOGBREED_PRECISION": "int8", "CUDA_VISIBLE_DEVICES": ""}
+    server = ServerUnderTest(model_dir, 18971, env, log, serve)
+    names = load_spec(model_dir).class_names
+    correct = 0
+    try:
+        server.wait_ready()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        for path in images:
+            conn.request("POST", "/invocations", path.read_bytes(), {"Content-Type": "image/png"})
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                sys.exit(f"{path}: HTTP {response.status} {body[:300]!r}")
+            label = json.loads(body)["predictions"][0][0]["label"]
+            correct += label == names[int(path.parent.name.split(".")[0]) - 1]
+    finally:
+        server.stop()
+    if "serving model.int8.onnx with ONNX Runtime" not in log.read_text():
+        sys.exit(f"the server did not serve model.int8.onnx:\n{log.read_text()[-3000:]}")
+    return correct / len(images)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--trainable", default="layer3", help="first stage trained (default layer3)"
     )
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--serve",
+        type=Path,
+        default=Path(sys.executable).with_name("dogbreed-serve"),
+        help="a dogbreed-serve with onnxruntime (default: beside this python; .venv-slim's here)",
+    )
     args = parser.parse_args()
     site = os.environ.get("DOGBREED_ONNX_SITE") or str(REPO / "build" / "onnx-site")
     with tempfile.TemporaryDirectory(prefix="int8-digits-") as tmp:
@@ -85,6 +120,8 @@ def main() -> int:
         export += ["--train", str(data / "train"), "--valid", str(held_out)]
         export_s = run(export, env, Path(tmp) / "export.log", 3600)
         spec = load_spec(model_dir)
+        images = sorted(held_out.glob("*/*.png"))
+        served = served_accuracy(args.serve, model_dir, images, Path(tmp) / "serve.log")
     onnx = spec.onnx
     figures = {
         "hyperparameters": hp,
@@ -93,6 +130,8 @@ def main() -> int:
         "torch_test_accuracy": spec.metrics.get("test_accuracy"),
         "images_per_point": onnx["validation_images"] / 100,
         **onnx,
+        "served_int8_accuracy": served,
+        "served_images": len(images),
     }
     out_dir = Path(os.environ.get("OUT") or REPO / "build")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +139,12 @@ def main() -> int:
     path.write_text(json.dumps(figures, indent=2, default=str))
     print(json.dumps(figures, indent=2, default=str))
     print(f"int8-digits: figures written to {path}")
+    if served != onnx["int8_accuracy"] or len(images) != onnx["validation_images"]:
+        sys.exit(
+            f"served int8 accuracy {served:.4f} on {len(images)} images differs from the in-process"
+            f" {onnx['int8_accuracy']:.4f} on {onnx['validation_images']}"
+        )
+    print(f"served over HTTP: {served:.4f} on {len(images)} images, equal to in process")
     return 0
 
 
