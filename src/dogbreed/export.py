@@ -33,6 +33,7 @@ from dogbreed.artifact import SPEC_FILE, resolve_model_dir
 from dogbreed.atomic import write_atomically
 from dogbreed.data import find_split_dirs
 from dogbreed.hyperparams import PARSERS, HyperparameterError, Hyperparameters
+from dogbreed.onnx_telemetry import disable_telemetry
 
 log = logging.getLogger("dogbreed.export")
 
@@ -58,6 +59,7 @@ def export_environment() -> dict[str, str]:
     here) or names no folder.
     """
     env = dict(os.environ)
+    disable_telemetry(env)
     site = env.get(ONNX_SITE_VAR, "").strip()
     if not site:
         if all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")):

@@ -27,6 +27,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from dogbreed.artifact import ArtifactError
+from dogbreed.onnx_telemetry import disable_telemetry
 from dogbreed.serve.allocator import AllocatorError, allocator_in_use, reexec_with_allocator
 from dogbreed.serve.config import (
     GRACEFUL_TIMEOUT_S,
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
     )
+    disable_telemetry(os.environ)  # before any worker imports onnxruntime
     args = parse_args(args_given)
     for warning in removed_settings_in(os.environ):
         log.warning(warning)
