@@ -18,9 +18,16 @@ the others so that a shared machine's drifting load stays out of the ratios:
   preprocess (dogbreed.imaging, as the server does) + forward, best of batch 1, 4 and 8;
 - p50 latency at concurrency 1 of the torch server and the int8 server.
 
-The goals are ratios of those, judged on their median over the rounds. Where the time of one image
-goes (decode + preprocess on one core, the model at the server's batch, the rest: HTTP, batching,
-the load generator on the same cores) is printed beside them.
+The goals are ratios of those, judged on their median over the rounds. Beside them, per round:
+
+- the torch model alone at batch 8 (.venv, every core), so that each model-alone ratio (int8 model
+  over torch model) is printed as the ceiling its HTTP ratio cannot pass: decoding and HTTP add
+  the same milliseconds to both servers;
+- each server's CPU time per request (its processes' user + system time over the requests of the
+  c=8 load), split into decode + preprocess, the model, and the rest (HTTP, Flask, batching).
+
+The header names the CPU and whether it has VNNI, the int8 dot-product instructions that ONNX
+Runtime's int8 kernels are fastest with (AVX2-only CPUs run them at about half the gain).
 """
 
 from __future__ import annotations
@@ -48,6 +55,51 @@ GOAL_INT8_THROUGHPUT = 2.5  # int8 server img/s at c=8 over the torch server's
 GOAL_FP32_THROUGHPUT = 1.5
 GOAL_OWN_PIPELINE = 0.85  # each slim server at c=8 over its in-process pipeline
 GOAL_INT8_P50 = 0.5  # int8 server p50 at c=1 over the torch server's
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its int8 dot-product instructions (VNNI), from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))  # fmt: skip
+    vnni = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return f"{name}, {'VNNI: ' + ' '.join(vnni) if vnni else 'no VNNI (AVX2-class int8)'}"
+
+
+def torch_model_rate(model_dir: Path, jpeg_dir: Path, seconds: float) -> float:
+    """The torch model alone at batch 8, every core, in a process of its own (.venv)."""
+    script = [sys.executable, __file__, "--torch-model", str(model_dir), "--jpegs", str(jpeg_dir)]
+    result = subprocess.run(
+        [*script, "--seconds", str(seconds)], capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"torch model alone failed:\n{result.stderr}")
+    return float(result.stdout.splitlines()[-1])
+
+
+def measure_torch_model(model_dir: Path, jpeg_dir: Path, seconds: float) -> float:
+    from bench_serve import InProcess
+
+    jpegs = [path.read_bytes() for path in sorted(jpeg_dir.glob("*.jpg"))]
+    return InProcess(model_dir, jpegs).model_rate(8, seconds)
+
+
+def served_with_cpu(server: ServerUnderTest, jpegs: list[bytes], seconds: float) -> dict:
+    """A c=8 load and the server's CPU milliseconds per request (master and workers)."""
+    import psutil  # the .venv's; this file also runs in the slim venv (--in-process), without it
+
+    processes = [psutil.Process(server.process.pid)]
+    processes += processes[0].children(recursive=True)
+
+    def cpu_s() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    before = cpu_s()
+    served = load_test(server.port, jpegs, 8, seconds)
+    served["cpu_ms"] = 1000 * (cpu_s() - before) / served["requests"]
+    return served
 
 
 def in_process(model_dir: Path, precision: str, jpeg_dir: Path, seconds: float) -> dict:
@@ -143,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=5, help="rounds of measurements (default 5)")
     parser.add_argument("--port", type=int, default=18941, help="first of three ports")
     parser.add_argument("--in-process", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--torch-model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--jpegs", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.in_process:
         print(json.dumps(measure_in_process(args.in_process, args.jpegs, args.seconds)))
+        return 0
+    if args.torch_model:
+        print(measure_torch_model(args.torch_model, args.jpegs, args.seconds))
         return 0
     for needed in (SLIM_PYTHON, ONNX_SITE):
         if not needed.exists():
@@ -164,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(jpegs)} JPEGs, mean {statistics.mean(map(len, jpegs)) / 1024:.0f} KiB; ResNet18 "
             f"{args.classes} classes at 224 px, exported in {time.perf_counter() - started:.0f} s; "
-            f"{os.cpu_count()} CPUs"
+            f"{os.cpu_count()} CPUs: {cpu_description()}"
         )
         layouts = {
             "torch": (
@@ -191,15 +247,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'fp32':>8} {'int8':>8} | {'torch':>7} {'int8':>7}"
             )
             for round_ in range(1, args.pairs + 1):
-                row: dict = {"c8": {}, "limit": {}, "p50": {}, "detail": {}}
-                row["c8"]["torch"] = load_test(ports["torch"], jpegs, 8, args.seconds)["rate"]
-                for precision in PRECISIONS:
-                    detail = in_process(model_dir, precision, jpeg_dir, args.seconds)
-                    row["detail"][precision] = detail
-                    row["limit"][precision] = detail["pipeline_rate"]
-                    row["c8"][precision] = load_test(ports[precision], jpegs, 8, args.seconds)[
-                        "rate"
-                    ]
+                row: dict = {"c8": {}, "limit": {}, "p50": {}, "detail": {}, "cpu_ms": {}}
+                row["torch_model_rate"] = torch_model_rate(model_dir, jpeg_dir, args.seconds / 4)
+                for name in ("torch", *PRECISIONS):
+                    if name in PRECISIONS:
+                        detail = in_process(model_dir, name, jpeg_dir, args.seconds)
+                        row["detail"][name] = detail
+                        row["limit"][name] = detail["pipeline_rate"]
+                    served = served_with_cpu(servers[name], jpegs, args.seconds)
+                    row["c8"][name], row["cpu_ms"][name] = served["rate"], served["cpu_ms"]
                 for name in ("torch", "int8"):
                     row["p50"][name] = load_test(ports[name], jpegs, 1, args.seconds / 2)["p50_ms"]
                 rows.append(row)
@@ -221,18 +277,35 @@ def main(argv: list[str] | None = None) -> int:
     def ratios(top, bottom) -> list[float]:
         return [top(r) / bottom(r) for r in rows]
 
-    print("\nwhere one image's time goes (medians over the rounds; the servers batch up to 8)")
+    cpus = os.cpu_count() or 1
+    print(
+        "\nwhere one image's time goes (medians over the rounds; the servers batch up to 8; "
+        f"core-ms: a model's wall time x {cpus} cores, its thread pool busy or spinning)"
+    )
+    torch_model = statistics.median(1000 / r["torch_model_rate"] for r in rows)
+    print(
+        f"  torch: model {torch_model:.1f} ms/img at batch 8 ({cpus * torch_model:.1f} core-ms); "
+        f"server {statistics.median(r['cpu_ms']['torch'] for r in rows):.1f} core-ms/request"
+    )
     for precision in PRECISIONS:
         details = [r["detail"][precision] for r in rows]
         pre = statistics.median(d["preprocess_ms"] for d in details)
         model = statistics.median(1000 / d["model_rate_at_8"] for d in details)
         served = statistics.median(1000 / r["c8"][precision] for r in rows)
+        cpu_ms = statistics.median(r["cpu_ms"][precision] for r in rows)
         print(
             f"  {precision}: decode + preprocess {pre:.1f} ms (one core), model {model:.1f} ms/img at "
-            f"batch 8 (every core), server at c=8 {served:.1f} ms/img; single image in process "
+            f"batch 8 ({cpus * model:.1f} core-ms), server at c=8 {served:.1f} ms/img and "
+            f"{cpu_ms:.1f} core-ms/request, of which HTTP, Flask and batching "
+            f"{cpu_ms - pre - cpus * model:.1f}; single image in process "
             f"{statistics.median(d['single_ms'] for d in details):.1f} ms (model alone "
             f"{statistics.median(d['model_single_ms'] for d in details):.1f} ms)"
         )
+    print("\nceilings: each model alone over the torch model alone at batch 8 (medians)")
+    for precision in PRECISIONS:
+        ceiling = ratios(lambda r, p=precision: r["detail"][p]["model_rate_at_8"],
+                         lambda r: r["torch_model_rate"])  # fmt: skip
+        print(f"  {precision} model / torch model: {statistics.median(ceiling):.2f}")
     print("\ngoals (median of the rounds)")
     checks = [
         (
