@@ -45,9 +45,13 @@ from pathlib import Path
 
 from serve_support import ServerUnderTest, load_test, make_jpegs, throughput, timed, verdict
 
+from dogbreed.serve.config import available_cpus
+
 REPO = Path(__file__).resolve().parents[1]
-SLIM_PYTHON = REPO / ".venv-slim" / "bin" / "python"
-ONNX_SITE = REPO / "build" / "onnx-site"
+#: The slim venv's python (DOGBREED_SLIM_PYTHON: any python with onnxruntime, Flask and gunicorn,
+#: such as a GPU machine's single environment) and the export's ONNX site (DOGBREED_ONNX_SITE).
+SLIM_PYTHON = Path(os.environ.get("DOGBREED_SLIM_PYTHON") or REPO / ".venv-slim" / "bin" / "python")
+ONNX_SITE = Path(os.environ.get("DOGBREED_ONNX_SITE") or REPO / "build" / "onnx-site")
 PRECISIONS = ("fp32", "int8")
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 BATCH_SIZES = (1, 4, 8)
@@ -125,7 +129,6 @@ def measure_in_process(model_file: Path, jpeg_dir: Path, seconds: float) -> dict
 
     from dogbreed.artifact import load_spec
     from dogbreed.imaging import decode_rgb, eval_array, eval_resize_size
-    from dogbreed.serve.config import available_cpus
     from dogbreed.serve.onnx_runtime import OnnxRuntime
 
     spec = load_spec(model_file.parent)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(jpegs)} JPEGs, mean {statistics.mean(map(len, jpegs)) / 1024:.0f} KiB; ResNet18 "
             f"{args.classes} classes at 224 px, exported in {time.perf_counter() - started:.0f} s; "
-            f"{os.cpu_count()} CPUs: {cpu_description()}"
+            f"{available_cpus()} CPUs: {cpu_description()}"
         )
         layouts = {
             "torch": (
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     def ratios(top, bottom) -> list[float]:
         return [top(r) / bottom(r) for r in rows]
 
-    cpus = os.cpu_count() or 1
+    cpus = available_cpus()  # what the servers use: the affinity mask and cgroup quota
     print(
         "\nwhere one image's time goes (medians over the rounds; the servers batch up to 8; "
         f"core-ms: a model's wall time x {cpus} cores, its thread pool busy or spinning)"
