@@ -205,6 +205,15 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def post_jpeg(self, seed: int, timeout: float = 30, **headers: str) -> requests.Response:
+        """POST one small generated JPEG (:func:`jpeg_bytes`) to /invocations."""
+        return requests.post(
+            f"{self.url}/invocations",
+            data=jpeg_bytes(seed),
+            headers={"Content-Type": "image/jpeg", **headers},
+            timeout=timeout,
+        )
+
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Until /ping answers 200 (which it does only once every worker is ready)."""
         deadline = time.monotonic() + timeout_s

@@ -49,12 +49,7 @@ def test_503_until_warm_then_200(slow_to_warm_model_dir: Path, tmp_path: Path) -
         ping = first_answer(server)
         assert ping.status_code == 503, server.log()
         assert ping.json() == {"status": "loading"}
-        early = requests.post(
-            f"{server.url}/invocations",
-            data=jpeg_bytes(0),
-            headers={"Content-Type": "image/jpeg"},
-            timeout=10,
-        )
+        early = server.post_jpeg(0, timeout=10)
         assert early.status_code == 503
         assert "still loading" in early.json()["message"]
         assert "warm-up done" not in server.log()
@@ -127,12 +122,7 @@ def test_a_removed_variable_is_named_in_one_warning_and_the_server_serves(
     )
     try:
         server.wait_ready()
-        response = requests.post(
-            f"{server.url}/invocations",
-            data=jpeg_bytes(3),
-            headers={"Content-Type": "image/jpeg"},
-            timeout=30,
-        )
+        response = server.post_jpeg(3)
         assert response.status_code == 200, response.text
         warnings = re.findall(r"WARNING DOGBREED_MAX_BATCH_WAIT_MS is no longer read", server.log())
         assert len(warnings) == 1, server.log()  # from the master, not once per worker
@@ -187,12 +177,7 @@ def test_serves_a_model_tarball(model_dir: Path, tmp_path: Path) -> None:
     server = start_server(tarball, tmp_path)
     try:
         server.wait_ready()
-        response = requests.post(
-            f"{server.url}/invocations",
-            data=jpeg_bytes(1),
-            headers={"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "top_k=2"},
-            timeout=30,
-        )
+        response = server.post_jpeg(1, **{"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"})
         assert response.status_code == 200
         assert len(response.json()["predictions"][0]) == 2
         whole = jpeg_bytes(1, size=(200, 160))

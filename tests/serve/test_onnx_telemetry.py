@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import requests
 
 from dogbreed.export import export_environment
 from dogbreed.onnx_telemetry import VARIABLE
 
-from .conftest import SLIM_SERVE_BIN, jpeg_bytes, start_server
+from .conftest import SLIM_SERVE_BIN, start_server
 
 #: Variables under which ONNX Runtime suppresses telemetry by itself (CI systems, its own tests):
 #: removed, so that this test fails on a server that does not opt out, in CI too.
@@ -32,12 +31,7 @@ def test_the_slim_server_keeps_onnxruntime_telemetry_off(
     server = start_server(onnx_model_dir, tmp_path, serve_bin=SLIM_SERVE_BIN, HOME=str(home))
     try:
         server.wait_ready()
-        response = requests.post(
-            f"{server.url}/invocations",
-            data=jpeg_bytes(1),
-            headers={"Content-Type": "image/jpeg"},
-            timeout=60,
-        )
+        response = server.post_jpeg(1, timeout=60)
         assert response.status_code == 200, response.text
     finally:
         server.stop()
