@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from serve_support import free_port
 
 from dogbreed.artifact import ModelSpec, save_artifact
 from dogbreed.model import build_model
@@ -39,12 +39,6 @@ GOAL_S = 10.0
 
 def docker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_model(model_dir: Path) -> None:

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from serve_support import ServerUnderTest, load_test, make_jpegs, throughput, timed, verdict
 
+from dogbreed.artifact import ONNX_FP32_FILE, ONNX_INT8_FILE
 from dogbreed.serve.config import available_cpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLIM_PYTHON = Path(os.environ.get("DOGBREED_SLIM_PYTHON") or REPO / ".venv-slim" / "bin" / "python")
 ONNX_SITE = Path(os.environ.get("DOGBREED_ONNX_SITE") or REPO / "build" / "onnx-site")
 PRECISIONS = ("fp32", "int8")
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+MODEL_FILES = {"fp32": ONNX_FP32_FILE, "int8": ONNX_INT8_FILE}
 BATCH_SIZES = (1, 4, 8)
 GOAL_INT8_THROUGHPUT = 2.5  # int8 server img/s at c=8 over the torch server's
 GOAL_FP32_THROUGHPUT = 1.5
@@ -63,11 +64,13 @@ GOAL_INT8_P50 = 0.5  # int8 server p50 at c=1 over the torch server's
 
 def cpu_description() -> str:
     """The CPU's model name and its int8 dot-product instructions (VNNI), from /proc/cpuinfo."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), "unknown CPU")  # fmt: skip
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
-                      if line.startswith("flags")), []))  # fmt: skip
+    cpuinfo = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first CPU's
+    name = fields.get("model name", "unknown CPU")
+    flags = set(fields.get("flags", "").split())
     vnni = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
     return f"{name}, {'VNNI: ' + ' '.join(vnni) if vnni else 'no VNNI (AVX2-class int8)'}"
 

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from typing import Any
 import torch
 from bench_serve import InProcess, ServerUnderTest, load_test, make_artifact, make_jpegs
 from bench_train import StepTimer, photo_like_jpegs
+from serve_support import free_port
 
 from dogbreed.data import ImageDataset
 from dogbreed.distributed import World
@@ -216,12 +216,6 @@ def torchrun_figures(
         "ratio": rates[-1] / limit if limit else None,
         "command": " ".join(command[1:]),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_batch(env: dict[str, str], image_size: int) -> int:

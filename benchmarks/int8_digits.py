@@ -27,26 +27,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_support import ServerUnderTest
+from serve_support import ServerUnderTest, free_port
 
 from dogbreed.artifact import load_spec
-from dogbreed.sample_data import write_digits
+from dogbreed.data import class_label
+from dogbreed.sample_data import INT8_CHECK_HYPERPARAMETERS, INT8_CHECK_SPLITS, write_digits
 
 REPO = Path(__file__).resolve().parents[1]
-SPLITS = {"train": 600, "valid": 100, "test": 100, "rest": 997}
 
 
 def hyperparameters(trainable: str, epochs: int) -> dict[str, str]:
-    """The test's hyperparameters (FAST's with the digits test's own on top)."""
+    """The int8 check's hyperparameters, with ``trainable`` and ``epochs`` chosen."""
     return {
-        "image-size": "224",
+        **INT8_CHECK_HYPERPARAMETERS,
         "epochs": str(epochs),
-        "warmup-epochs": "1",
-        "batch-size": "32",
-        "lr": "0.02",
         "trainable": trainable,
-        "label-smoothing": "0.1",
-        "log-interval": "5",
         "pretrained": "false",
         "export": "false",
     }
@@ -56,19 +51,18 @@ def run(command: list[str], env: dict[str, str], log: Path, timeout: float) -> f
     """Run ``command`` to completion (output to ``log``); its seconds, or exit naming the log."""
     started = time.perf_counter()
     with log.open("w") as out:
-        code = subprocess.run(
+        done = subprocess.run(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
         )
-    if code.returncode != 0:
-        sys.exit(f"{' '.join(command[:4])}... exited {code.returncode}:\n{log.read_text()[-4000:]}")
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[:4])}... exited {done.returncode}:\n{log.read_text()[-4000:]}")
     return time.perf_counter() - started
 
 
 def served_accuracy(serve: Path, model_dir: Path, images: list[Path], log: Path) -> float:
     """Top-1 accuracy of the int8 model served over HTTP, one request per image."""
     env = {"DOGBREED_RUNTIME": "onnx", "DOGBREED_PRECISION": "int8", "CUDA_VISIBLE_DEVICES": ""}
-    server = ServerUnderTest(model_dir, 18971, env, log, serve)
-    names = load_spec(model_dir).class_names
+    server = ServerUnderTest(model_dir, free_port(), env, log, serve)
     correct = 0
     try:
         server.wait_ready()
@@ -80,7 +74,7 @@ def served_accuracy(serve: Path, model_dir: Path, images: list[Path], log: Path)
             if response.status != 200:
                 sys.exit(f"{path}: HTTP {response.status} {body[:300]!r}")
             label = json.loads(body)["predictions"][0][0]["label"]
-            correct += label == names[int(path.parent.name.split(".")[0]) - 1]
+            correct += label == class_label(path.parent.name)
     finally:
         server.stop()
     if "serving model.int8.onnx with ONNX Runtime" not in log.read_text():
@@ -105,7 +99,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="int8-digits-") as tmp:
         base = Path(tmp) / "opt" / "ml"
         data = base / "input" / "data" / "training"
-        write_digits(data, SPLITS)
+        write_digits(data, INT8_CHECK_SPLITS)
         held_out = Path(tmp) / "held-out"
         for split in ("valid", "test", "rest"):
             shutil.copytree(data / split, held_out, dirs_exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import io
 import os
+import socket
 import statistics
 import subprocess
 import threading
@@ -38,6 +39,13 @@ def make_jpegs(count: int, seed: int = 0) -> list[bytes]:
         image.save(buffer, format="JPEG", quality=90)
         files.append(buffer.getvalue())
     return files
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:

@@ -22,7 +22,7 @@ import pytest
 from dogbreed.artifact import load_spec, save_spec
 from dogbreed.export import ONNX_SITE_VAR, ExportError, run_export_process
 from dogbreed.hyperparams import HyperparameterError, parse_hyperparameters
-from dogbreed.sample_data import write_digits
+from dogbreed.sample_data import INT8_CHECK_HYPERPARAMETERS, INT8_CHECK_SPLITS, write_digits
 from tests.train.conftest import Job, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -371,22 +371,11 @@ def test_int8_keeps_fp32_accuracy_on_handwritten_digits_at_224_px(
     initialisation) on 600 images for 4 epochs and validates on 100; the offline command then
     exports, evaluating on all 1,197 held-out images. About half an hour on 2 busy cores.
     """
-    job = make_job(
-        {
-            "image-size": "224",
-            "epochs": "4",
-            "warmup-epochs": "1",
-            "batch-size": "32",
-            "lr": "0.02",
-            "trainable": "layer3",
-            "label-smoothing": "0.1",
-            "log-interval": "5",
-        }
-    )
+    job = make_job(INT8_CHECK_HYPERPARAMETERS)
     data = job.base / "input" / "data" / "training"
     for child in data.iterdir():
         shutil.rmtree(child)
-    write_digits(data, {"train": 600, "valid": 100, "test": 100, "rest": 997})
+    write_digits(data, INT8_CHECK_SPLITS)
     held_out = tmp_path / "held-out"
     for split in ("valid", "test", "rest"):
         shutil.copytree(data / split, held_out, dirs_exist_ok=True)
