@@ -3,7 +3,7 @@
     python benchmarks/bench_loader.py [--batch-size 64 512] [--image-size 224] [--batches 6]
 
 No training step runs (on CPU it would hide the loader): each side iterates the trainer's own
-:class:`dogbreed.loader.BatchLoader` with the plan :func:`dogbreed.train.transit_plan` makes for
+:class:`dogbreed.train.loader.BatchLoader` with the plan :func:`dogbreed.train.job.transit_plan` makes for
 the shared memory it finds, over the same photo-sized JPEGs. The 64 MB side runs in a private
 mount namespace with a 64 MiB tmpfs on /dev/shm (``unshare``, root). Each round measures both sides,
 alternating which goes first, and the ratio is the median of per-round ratios against the goal (>= 0.9).
@@ -23,13 +23,13 @@ from pathlib import Path
 
 from bench_train import photo_like_jpegs
 
-from dogbreed.data import ImageDataset
-from dogbreed.distributed import World
 from dogbreed.hyperparams import Hyperparameters
-from dogbreed.loader import BatchLoader
-from dogbreed.presets import train_crop
-from dogbreed.sampling import EpochBatchSampler
-from dogbreed.train import transit_plan
+from dogbreed.train.dataset import ImageDataset
+from dogbreed.train.distributed import World
+from dogbreed.train.job import transit_plan
+from dogbreed.train.loader import BatchLoader
+from dogbreed.train.presets import train_crop
+from dogbreed.train.sampling import EpochBatchSampler
 
 GOAL = 0.9
 SMALL_SHM = "64m"  # Docker's default --shm-size

@@ -43,9 +43,9 @@ from serve_support import ServerUnderTest, load_test, make_jpegs, throughput, ti
 from dogbreed.artifact import ModelSpec, load_artifact, save_artifact
 from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, decode_rgb, eval_resize_size
 from dogbreed.model import build_model
-from dogbreed.presets import eval_transform
 from dogbreed.serve.allocator import allocator_in_use, env_with_allocator
 from dogbreed.serve.config import available_cpus
+from dogbreed.train.presets import eval_transform
 
 BATCH_SIZES = (1, 4, 8, 16, 32)
 CONCURRENCY = (1, 4, 8, 16)

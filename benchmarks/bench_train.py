@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py [--batch-size 32] [--image-size 224] [--steps 8]
 
-Both measurements run the trainer's own step (:func:`dogbreed.engine.train_one_epoch`) on the
+Both measurements run the trainer's own step (:func:`dogbreed.train.engine.train_one_epoch`) on the
 same model, batch size and image size:
 
 - compute-only: batches of random tensors already in memory (the limit);
@@ -25,16 +25,16 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
 
-from dogbreed.data import ImageDataset
-from dogbreed.debugger import DebuggerHook
-from dogbreed.distributed import World
-from dogbreed.engine import EpochLog, EpochTotals, Precision, Step, train_one_epoch
 from dogbreed.hyperparams import Hyperparameters
-from dogbreed.loader import BatchLoader
 from dogbreed.model import build_model
-from dogbreed.presets import train_crop
-from dogbreed.sampling import EpochBatchSampler
-from dogbreed.train import transit_plan
+from dogbreed.train.dataset import ImageDataset
+from dogbreed.train.distributed import World
+from dogbreed.train.engine import EpochLog, EpochTotals, Precision, Step, train_one_epoch
+from dogbreed.train.job import transit_plan
+from dogbreed.train.loader import BatchLoader
+from dogbreed.train.presets import train_crop
+from dogbreed.train.sampling import EpochBatchSampler
+from dogbreed.train.smdebug_hook import DebuggerHook
 
 GOAL = 0.9
 

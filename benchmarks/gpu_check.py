@@ -6,11 +6,11 @@ in the same run; the figures go to a JSON file.
 
 Figures, each with its absolute numbers and a ratio:
 
-- ``train``: the trainer's step (:func:`dogbreed.engine.train_one_epoch`, AMP in bf16 where the
+- ``train``: the trainer's step (:func:`dogbreed.train.engine.train_one_epoch`, AMP in bf16 where the
   GPU supports it, else fp16 with the gradient scaler; channels_last) fed JPEG files through
-  :class:`dogbreed.loader.BatchLoader` with the plan :func:`dogbreed.train.transit_plan` makes,
+  :class:`dogbreed.train.loader.BatchLoader` with the plan :func:`dogbreed.train.job.transit_plan` makes,
   over the same step on tensors already on the device (bench_train's StepTimer);
-- ``torchrun``: a small real job, ``python -m dogbreed.ranks --nproc-per-node=1 --standalone
+- ``torchrun``: a small real job, ``python -m dogbreed.train.ranks --nproc-per-node=1 --standalone
   -m dogbreed.train`` on a generated /opt/ml tree: exit code, seconds, and the images/s its
   metric lines logged, over the compute-only figure;
 - ``serve``: ``dogbreed-serve`` on 127.0.0.1 with a generated artifact, driven by bench_serve's
@@ -43,19 +43,19 @@ from bench_serve import InProcess, ServerUnderTest, load_test, make_artifact, ma
 from bench_train import StepTimer, photo_like_jpegs
 from serve_support import free_port
 
-from dogbreed.data import ImageDataset
-from dogbreed.distributed import World
 from dogbreed.hyperparams import Hyperparameters
-from dogbreed.loader import BatchLoader
 from dogbreed.metrics import METRIC_NAMES, parse_metric_line
 from dogbreed.model import build_model
-from dogbreed.presets import train_crop
-from dogbreed.sample_data import write_sample
-from dogbreed.sampling import EpochBatchSampler
 from dogbreed.serve.allocator import allocator_in_use
 from dogbreed.serve.config import ServerSettings, available_cpus
 from dogbreed.serve.predictor import cpu_batch_size
-from dogbreed.train import transit_plan
+from dogbreed.train.dataset import ImageDataset
+from dogbreed.train.distributed import World
+from dogbreed.train.job import transit_plan
+from dogbreed.train.loader import BatchLoader
+from dogbreed.train.presets import train_crop
+from dogbreed.train.sample_data import write_sample
+from dogbreed.train.sampling import EpochBatchSampler
 
 CLASSES = 133
 CONCURRENCY = (1, 8, 32)
@@ -166,7 +166,7 @@ def child_env(device: torch.device, **extra: str) -> dict[str, str]:
 
 
 def job_command(sizes: Sizes) -> list[str]:
-    """torchrun (through dogbreed.ranks) with one process, running the training job."""
+    """torchrun (through dogbreed.train.ranks) with one process, running the training job."""
     hyperparameters = {
         "image-size": sizes.image_size,
         "batch-size": sizes.batch_size,
@@ -175,7 +175,7 @@ def job_command(sizes: Sizes) -> list[str]:
         "export": "false",  # the ONNX export runs on the CPU after training: not what this times
     }
     args = [word for name, value in hyperparameters.items() for word in (f"--{name}", str(value))]
-    launcher = ["-m", "dogbreed.ranks", "--nproc-per-node=1", "--standalone"]
+    launcher = ["-m", "dogbreed.train.ranks", "--nproc-per-node=1", "--standalone"]
     return [sys.executable, *launcher, "-m", "dogbreed.train", *args]
 
 

@@ -3,7 +3,7 @@
 The same data, hyperparameters and exporter as ``make int8-check``
 (tests/train/test_export.py::test_int8_keeps_fp32_accuracy_on_handwritten_digits_at_224_px), for a
 machine without the training toolkit (a GPU machine's own python): the job runs through
-``dogbreed.ranks`` as ``train`` would start it, then ``python -m dogbreed.export`` converts the
+``dogbreed.train.ranks`` as ``train`` would start it, then ``python -m dogbreed.export`` converts the
 artifact, evaluating on every one of the 1,197 images not trained on. Then the int8 model is served
 (``dogbreed-serve`` on ONNX Runtime, 127.0.0.1) and every held-out image posted to it: its top-1
 accuracy over HTTP is printed beside the export's in-process one, and the run fails if they differ.
@@ -30,8 +30,8 @@ from pathlib import Path
 from serve_support import ServerUnderTest, free_port
 
 from dogbreed.artifact import load_spec
-from dogbreed.data import class_label
-from dogbreed.sample_data import INT8_CHECK_HYPERPARAMETERS, INT8_CHECK_SPLITS, write_digits
+from dogbreed.splits import class_label
+from dogbreed.train.sample_data import INT8_CHECK_HYPERPARAMETERS, INT8_CHECK_SPLITS, write_digits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def main() -> int:
             shutil.copytree(data / split, held_out, dirs_exist_ok=True)
         shutil.rmtree(data / "rest")
         hp = hyperparameters(args.trainable, args.epochs)
-        train = [sys.executable, "-m", "dogbreed.ranks", "--nproc-per-node=1", "--standalone"]
+        train = [sys.executable, "-m", "dogbreed.train.ranks", "--nproc-per-node=1", "--standalone"]
         train += ["-m", "dogbreed.train", *(w for k, v in hp.items() for w in (f"--{k}", v))]
         env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "DOGBREED_ONNX_SITE": site}
         train_s = run(train, env, Path(tmp) / "train.log", 3600)

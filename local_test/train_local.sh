@@ -15,7 +15,7 @@ Usage: local_test/train_local.sh [options]
   -h, --help           this help
 
 The data goes in <test-dir>/input/data/<channel>/; when the `training` channel is empty it is
-filled with the bundled sample (python3 -m dogbreed.sample_data, run in the train image). When the
+filled with the bundled sample (python3 -m dogbreed.train.sample_data, run in the train image). When the
 image has no baked ImageNet weights and the hyperparameters ask for them, the run uses
 pretrained=false and says so.
 USAGE
@@ -63,7 +63,7 @@ data="$test_dir/input/data/training"
 if [[ ! -d $data ]] || [[ -z $(ls -A "$data") ]]; then
   say "filling $data with the bundled sample data"
   mkdir -p "$data"
-  docker run --rm --network none "${as_user[@]}" -v "$data:/data" "$image" python3 -m dogbreed.sample_data /data >&2
+  docker run --rm --network none "${as_user[@]}" -v "$data:/data" "$image" python3 -m dogbreed.train.sample_data /data >&2
 fi
 
 # The hyperparameters for this run: the file plus --hp overrides, written next to the tree so the

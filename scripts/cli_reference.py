@@ -23,7 +23,7 @@ WIDTH = (
 
 
 def help_text(argv: list[str]) -> str:
-    from dogbreed.cli import build_parser  # noqa: PLC0415 (after COLUMNS is set)
+    from dogbreed.launch.cli.main import build_parser  # noqa: PLC0415 (after COLUMNS is set)
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
@@ -32,7 +32,7 @@ def help_text(argv: list[str]) -> str:
 
 
 def reference() -> str:
-    from dogbreed.cli import COMMANDS  # noqa: PLC0415
+    from dogbreed.launch.cli.main import COMMANDS  # noqa: PLC0415
 
     parts = [
         "# `dogbreed` command reference\n",

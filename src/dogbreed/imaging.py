@@ -89,7 +89,7 @@ def normalize_array(
 ) -> np.ndarray:
     """uint8 (3, H, W) or (N, 3, H, W) -> float32 scaled to [0, 1] and normalised per channel.
 
-    The operations of :func:`dogbreed.presets.normalize`, in its order and precision.
+    The operations of :func:`dogbreed.train.presets.normalize`, in its order and precision.
     """
     shape = (3, 1, 1)
     scaled = pixels.astype(np.float32) / np.float32(255)

@@ -152,7 +152,7 @@ def slim_image(slim_base_image: str) -> str:
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample")
-    subprocess.run([sys.executable, "-m", "dogbreed.sample_data", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "dogbreed.train.sample_data", str(out)], check=True)
     return out
 
 

@@ -20,14 +20,14 @@ from e2e_support import FIGURES, free_port, run
 from PIL import Image
 
 from dogbreed.artifact import load_artifact
-from dogbreed.cli import main
-from dogbreed.data import class_label
-from dogbreed.launch.deploy import EndpointSpec, cleanup, deploy, model_request
-from dogbreed.launch.invoke import invoke, read_image
-from dogbreed.launch.jobs import model_artifact_of
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.endpoints.deploy import EndpointSpec, cleanup, deploy, model_request
+from dogbreed.launch.endpoints.invoke import invoke, read_image
+from dogbreed.launch.endpoints.transform import TransformSpec, start_transform
 from dogbreed.launch.session import Aws, unique_name
-from dogbreed.launch.transform import TransformSpec, start_transform
+from dogbreed.launch.training.jobs import model_artifact_of
 from dogbreed.metrics import OBJECTIVE_METRIC, parse_metric_line
+from dogbreed.splits import class_label
 
 HYPERPARAMETERS = {
     "epochs": "2",

@@ -32,7 +32,6 @@ from pathlib import Path
 import pytest
 from e2e_support import FIGURES, REPO_ROOT, free_port, run, unavailable
 
-from dogbreed.data import class_label
 from dogbreed.hyperparams import parse_hyperparameters
 from dogbreed.metrics import (
     OBJECTIVE_METRIC,
@@ -40,6 +39,7 @@ from dogbreed.metrics import (
     metric_definitions,
     parse_metric_line,
 )
+from dogbreed.splits import class_label
 
 pytestmark = pytest.mark.slow
 

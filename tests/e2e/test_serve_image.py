@@ -12,9 +12,9 @@ import torch
 from e2e_support import Container, free_port, image_size_gb, run, wait_for_http
 
 from dogbreed.artifact import load_artifact
-from dogbreed.data import ImageDataset
 from dogbreed.imaging import eval_resize_size
-from dogbreed.presets import eval_transform
+from dogbreed.train.dataset import ImageDataset
+from dogbreed.train.presets import eval_transform
 
 #: SageMaker's goal for a model server: /ping 200 soon after `docker run ... serve` (CPU, here).
 COLD_START_GOAL_S = 10.0

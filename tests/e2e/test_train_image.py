@@ -11,9 +11,9 @@ import pytest
 from e2e_support import make_opt_ml, run, run_training
 
 from dogbreed.artifact import load_artifact
-from dogbreed.data import class_label
 from dogbreed.metrics import parse_metric_line
-from dogbreed.sample_data import write_digits
+from dogbreed.splits import class_label
+from dogbreed.train.sample_data import write_digits
 
 
 def test_train_writes_the_model_and_reports_success(trained_job, sample_data: Path) -> None:
@@ -45,7 +45,7 @@ def test_train_image_defaults_to_train_under_the_toolkit(train_image: str) -> No
     assert config["Cmd"] == ["train"]
     assert not config["Entrypoint"]
     env = dict(item.split("=", 1) for item in config["Env"])
-    assert env["SAGEMAKER_TRAINING_MODULE"] == "dogbreed.toolkit_entry:train"
+    assert env["SAGEMAKER_TRAINING_MODULE"] == "dogbreed.train.toolkit:train"
     assert env["TORCH_HOME"] == "/opt/torch"
     assert env["DOGBREED_ONNX_SITE"] == "/opt/dogbreed/onnx-site"
     offline = run(["docker", "run", "--rm", train_image, "dogbreed-export", "--help"])

@@ -19,9 +19,9 @@ from urllib.parse import quote
 import pytest
 from botocore.stub import Stubber
 
-from dogbreed.launch.debugger import DebuggerSettings, debugger_request
 from dogbreed.launch.session import Aws
-from dogbreed.sample_data import write_sample
+from dogbreed.launch.training.debugger import DebuggerSettings, debugger_request
+from dogbreed.train.sample_data import write_sample
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
@@ -217,7 +217,7 @@ def trained_job(tmp_path_factory: pytest.TempPathFactory) -> TrainedJob:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
     env.update(
         SAGEMAKER_BASE_DIR=str(base),
-        SAGEMAKER_TRAINING_MODULE="dogbreed.toolkit_entry:train",
+        SAGEMAKER_TRAINING_MODULE="dogbreed.train.toolkit:train",
         OMP_NUM_THREADS="1",
     )
     train = str(Path(sys.executable).with_name("train"))

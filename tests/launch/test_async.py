@@ -7,12 +7,12 @@ import hashlib
 
 import pytest
 
-from dogbreed.cli import main
-from dogbreed.launch import LaunchError
-from dogbreed.launch.async_endpoint import AsyncSpec, beside
-from dogbreed.launch.async_invoke import invoke_async
-from dogbreed.launch.deploy import EndpointSpec, server_environment
-from dogbreed.launch.invoke import Target, read_image
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.endpoints.async_endpoint import AsyncSpec, beside
+from dogbreed.launch.endpoints.async_invoke import invoke_async
+from dogbreed.launch.endpoints.deploy import EndpointSpec, server_environment
+from dogbreed.launch.endpoints.invoke import Target, read_image
+from dogbreed.launch.errors import LaunchError
 from dogbreed.serve.config import ServerSettings
 
 from .conftest import ROLE

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.cli import COMMANDS
-from dogbreed.launch.report import debugger_output_of
+from dogbreed.launch.cli.main import COMMANDS
+from dogbreed.launch.training.report import debugger_output_of
 
 DOGBREED = str(Path(sys.executable).with_name("dogbreed"))
 KEY_OPTIONS = {
@@ -74,7 +74,7 @@ def test_a_missing_required_option_is_a_usage_error() -> None:
 
 
 def test_no_region_is_a_clear_error(monkeypatch, capsys) -> None:
-    from dogbreed.cli import main
+    from dogbreed.launch.cli.main import main
 
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     assert main(["cleanup", "dogs"]) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dogbreed.cli import main
+from dogbreed.launch.cli.main import main
 
 from .conftest import BREEDS, stub_folders, stub_preflight
 from .test_train_job import TRAIN_ARGS, plain_request

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dogbreed.cli import main
+from dogbreed.launch.cli.main import main
 
 from .conftest import ROLE, SERVE_IMAGE
 from .endpoint_stubs import (

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from botocore.stub import ANY, Stubber
 
-from dogbreed.cli import main
-from dogbreed.launch.async_endpoint import AsyncSpec
+from dogbreed.launch.cli.main import main
 from dogbreed.launch.defaults import TOOL_TAG
-from dogbreed.launch.deploy import EndpointSpec, endpoint_config_request
-from dogbreed.launch.endpoints import endpoint_table, kind_of, tool_endpoints
-from dogbreed.launch.prices import HOURLY_USD, hourly_price
-from dogbreed.launch.serverless import ServerlessSpec
+from dogbreed.launch.endpoints.async_endpoint import AsyncSpec
+from dogbreed.launch.endpoints.deploy import EndpointSpec, endpoint_config_request
+from dogbreed.launch.endpoints.listing import endpoint_table, kind_of, tool_endpoints
+from dogbreed.launch.endpoints.prices import HOURLY_USD, hourly_price
+from dogbreed.launch.endpoints.serverless import ServerlessSpec
 
 from .conftest import ROLE, SERVE_IMAGE
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.cli import COMMANDS
+from dogbreed.launch.cli.main import COMMANDS
 
 REPO = Path(__file__).resolve().parents[2]
 WHEEL_FOLDERS = (Path("/opt/pypi-more/files"), Path("/opt/pypi/files"))
@@ -36,8 +36,8 @@ import boto3
 from botocore.stub import Stubber
 from botocore.validate import ParamValidator
 from smdebug.trials import create_trial
-from dogbreed.launch.debugger import DebuggerSettings
-from dogbreed.launch.jobs import TrainingJobSpec, hyperparameter_strings, training_job_request
+from dogbreed.launch.training.debugger import DebuggerSettings
+from dogbreed.launch.training.jobs import TrainingJobSpec, hyperparameter_strings, training_job_request
 
 spec = TrainingJobSpec(
     name="dogbreed-laptop-1",
@@ -78,9 +78,9 @@ def dogbreed_imports(module: str) -> set[str]:
 
 
 def launcher_modules() -> set[str]:
-    """``dogbreed.cli`` and every dogbreed module reachable from it through imports."""
+    """``dogbreed.launch.cli.main`` and every dogbreed module reachable from it through imports."""
     seen: set[str] = set()
-    todo = ["dogbreed.cli"]
+    todo = ["dogbreed.launch.cli.main"]
     while todo:
         module = todo.pop()
         if module not in seen:
@@ -91,7 +91,9 @@ def launcher_modules() -> set[str]:
 
 def test_no_module_the_launcher_imports_imports_torch() -> None:
     modules = sorted(launcher_modules())
-    assert {"dogbreed.hyperparams", "dogbreed.launch.jobs", "dogbreed.metrics"} <= set(modules)
+    assert {"dogbreed.hyperparams", "dogbreed.launch.training.jobs", "dogbreed.metrics"} <= set(
+        modules
+    )
     snippet = (
         f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
         "print(*sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
@@ -165,7 +167,9 @@ def test_torch_is_not_installed(laptop: LaptopVenv, module: str) -> None:
 def test_top_level_help_lists_every_command(laptop: LaptopVenv) -> None:
     result = laptop.run("dogbreed", "--help")
     assert result.returncode == 0, result.stderr
-    listed = laptop.run("python", "-c", "from dogbreed.cli import COMMANDS; print(*COMMANDS)")
+    listed = laptop.run(
+        "python", "-c", "from dogbreed.launch.cli.main import COMMANDS; print(*COMMANDS)"
+    )
     assert listed.stdout.split() == list(COMMANDS)
     for name in COMMANDS:
         assert name in result.stdout

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from dogbreed import metrics
-from dogbreed.launch.jobs import TrainingJobSpec
-from dogbreed.launch.tune import TuningSpec, tuning_job_request
+from dogbreed.launch.training.jobs import TrainingJobSpec
+from dogbreed.launch.training.tune import TuningSpec, tuning_job_request
 
 from .conftest import REGION, ROLE, TRAIN_IMAGE
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from dogbreed.launch import LaunchError
-from dogbreed.launch.jobs import wait_timeout_s
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.poll import poll
-from dogbreed.launch.tune import tuning_timeout_s
+from dogbreed.launch.training.jobs import wait_timeout_s
+from dogbreed.launch.training.tune import tuning_timeout_s
 
 
 class FakeClock:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pytest
 
-from dogbreed.cli import main
-from dogbreed.launch.preflight import trusts_sagemaker
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.training.preflight import trusts_sagemaker
 
 from .conftest import (
     ROLE,

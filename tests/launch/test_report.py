@@ -9,8 +9,8 @@ import numpy as np
 from botocore.response import StreamingBody
 from PIL import Image
 
-from dogbreed.cli import main
-from dogbreed.launch.report import EVAL_COLOR, TRAIN_COLOR, rule_lines
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.training.report import EVAL_COLOR, TRAIN_COLOR, rule_lines
 
 from .conftest import training_job_description
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dogbreed.cli import main
-from dogbreed.launch.deploy import EndpointSpec, server_environment
-from dogbreed.launch.serverless import ServerlessSpec
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.endpoints.deploy import EndpointSpec, server_environment
+from dogbreed.launch.endpoints.serverless import ServerlessSpec
 from dogbreed.serve.config import ServerSettings
 
 from .conftest import ROLE, SERVE_IMAGE

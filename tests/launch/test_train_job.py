@@ -7,9 +7,9 @@ from datetime import datetime
 import pytest
 
 from dogbreed import metrics
-from dogbreed.cli import main
-from dogbreed.launch import LaunchError
-from dogbreed.launch.debugger import DebuggerSettings, debugger_request
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.errors import LaunchError
+from dogbreed.launch.training.debugger import DebuggerSettings, debugger_request
 
 from .conftest import (
     REGION,
@@ -358,7 +358,7 @@ def test_a_role_is_required(no_requests, capsys) -> None:
 
 
 def test_debugger_is_refused_in_local_mode() -> None:
-    from dogbreed.launch.jobs import TrainingJobSpec, training_job_request
+    from dogbreed.launch.training.jobs import TrainingJobSpec, training_job_request
 
     spec = TrainingJobSpec(
         name="x",
@@ -442,7 +442,7 @@ def test_s3_prefixes_end_in_a_slash_so_a_zip_beside_the_folder_is_not_read(given
 
 
 def test_the_checkpoint_local_path_is_where_the_trainer_looks() -> None:
-    from dogbreed.job_paths import JobPaths
-    from dogbreed.launch.jobs import CHECKPOINT_LOCAL_PATH
+    from dogbreed.launch.training.jobs import CHECKPOINT_LOCAL_PATH
+    from dogbreed.train.job_paths import JobPaths
 
     assert str(JobPaths.from_env({}).checkpoint_dir) == CHECKPOINT_LOCAL_PATH

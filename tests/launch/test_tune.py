@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dogbreed import metrics
-from dogbreed.cli import main
-from dogbreed.launch import LaunchError
-from dogbreed.launch.tune import parse_range
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.errors import LaunchError
+from dogbreed.launch.training.ranges import parse_range
 
 from .conftest import ROLE, TRAIN_IMAGE, stub_preflight, stub_split_channels
 
@@ -388,7 +388,7 @@ def test_spot_trials_share_one_checkpoint_uri_and_tune_says_so(stub, dogs, capsy
         "s3://bucket/ckpt/hpo-1/<job name>/"
     ) in capsys.readouterr().out
 
-    from dogbreed.cli import build_parser
+    from dogbreed.launch.cli.main import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["tune", "--help"])

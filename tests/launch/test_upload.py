@@ -18,11 +18,12 @@ from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from dogbreed.cli import main
-from dogbreed.launch import LaunchError, upload
-from dogbreed.launch.progress import Progress
+from dogbreed.launch.cli.main import main
+from dogbreed.launch.data import upload
+from dogbreed.launch.data.progress import Progress
+from dogbreed.launch.data.upload_source import open_source
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import Aws
-from dogbreed.launch.upload_source import open_source
 
 from .conftest import BREEDS, SPLITS
 

@@ -12,10 +12,10 @@ from datetime import datetime
 import pytest
 from botocore.stub import Stubber
 
-from dogbreed.cli import build_parser, main
-from dogbreed.launch import LaunchError
-from dogbreed.launch.report import wait_for_profiler_report
-from dogbreed.launch.watch import POLL_S, TRAINING_LOG_GROUP, log_source, show_logs
+from dogbreed.launch.cli.main import build_parser, main
+from dogbreed.launch.errors import LaunchError
+from dogbreed.launch.training.report import wait_for_profiler_report
+from dogbreed.launch.training.watch import POLL_S, TRAINING_LOG_GROUP, log_source, show_logs
 
 from .conftest import stub_dog_images, training_job_description
 from .test_poll import FakeClock

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.serve.config import (
-    THREADS_PER_WORKER,
-    ConfigError,
-    ServerSettings,
-    removed_settings_in,
-)
+from dogbreed.serve.config import ConfigError, ServerSettings, removed_settings_in
 from dogbreed.serve.predictor import MMAP_CEILING_BYTES, cpu_batch_size, stem_activation_bytes
+from dogbreed.serve.tuning import THREADS_PER_WORKER
 
 
 def settings(env: dict[str, str], cpus: int = 8, gpus: int = 0) -> ServerSettings:

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 
 from dogbreed.artifact import load_artifact
-from dogbreed.data import ImageDataset
 from dogbreed.imaging import eval_resize_size
-from dogbreed.presets import eval_transform
+from dogbreed.train.dataset import ImageDataset
+from dogbreed.train.presets import eval_transform
 
 from .conftest import (
     CLASS_NAMES,

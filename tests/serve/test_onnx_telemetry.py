@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.export import export_environment
+from dogbreed.export.process import export_environment
 from dogbreed.onnx_telemetry import VARIABLE
 
 from .conftest import SLIM_SERVE_BIN, start_server

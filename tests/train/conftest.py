@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dogbreed.sample_data import write_sample
+from dogbreed.train.sample_data import write_sample
 
 TRAIN = str(Path(sys.executable).with_name("train"))
 # Small and fast: 64 px images, tiny batches, a couple of epochs, no ONNX export
@@ -54,7 +54,7 @@ class Job:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
         env.update(
             SAGEMAKER_BASE_DIR=str(self.base),
-            SAGEMAKER_TRAINING_MODULE="dogbreed.toolkit_entry:train",
+            SAGEMAKER_TRAINING_MODULE="dogbreed.train.toolkit:train",
             OMP_NUM_THREADS="1",
         )
         env.update(extra)
@@ -208,7 +208,7 @@ class RunningJob:
         for proc in self.processes():
             try:
                 command = proc.cmdline()
-                if "dogbreed.train" not in command or "dogbreed.ranks" in command:
+                if "dogbreed.train" not in command or "dogbreed.train.ranks" in command:
                     continue
                 if proc.parent().cmdline() != command:  # a loader is a fork: the same command
                     found.append(proc)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from dogbreed.debugger import create_hook
+from dogbreed.train.smdebug_hook import create_hook
 
 
 def _hook_config(path: Path, tensors: Path) -> None:

@@ -20,7 +20,7 @@ def test_two_processes_on_one_host_end_with_identical_weights(make_job) -> None:
     result = job.run(DOGBREED_PROCESSES_PER_HOST="2")
     out = result.stdout
     assert result.returncode == 0, out[-4000:]
-    assert "dogbreed.ranks --nproc-per-node=2 --standalone -m dogbreed.train" in out
+    assert "dogbreed.train.ranks --nproc-per-node=2 --standalone -m dogbreed.train" in out
     digests = dict(DIGEST.findall(out))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], digests
     # Only rank 0 prints metrics and writes artifacts: one line per epoch plus the test line.
@@ -51,4 +51,4 @@ def test_toolkit_runs_plain_python_for_one_process(make_job) -> None:
     result = job.run()
     assert result.returncode == 0
     assert "-m dogbreed.train --batch-size 8" in result.stdout
-    assert "dogbreed.ranks" not in result.stdout
+    assert "dogbreed.train.ranks" not in result.stdout

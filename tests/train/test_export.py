@@ -20,14 +20,15 @@ from pathlib import Path
 import pytest
 
 from dogbreed.artifact import load_spec, save_spec
-from dogbreed.export import ONNX_SITE_VAR, ExportError, run_export_process
+from dogbreed.export.common import ONNX_SITE_VAR, ExportError
+from dogbreed.export.process import run_export_process
 from dogbreed.hyperparams import HyperparameterError, parse_hyperparameters
-from dogbreed.sample_data import INT8_CHECK_HYPERPARAMETERS, INT8_CHECK_SPLITS, write_digits
+from dogbreed.train.sample_data import INT8_CHECK_HYPERPARAMETERS, INT8_CHECK_SPLITS, write_digits
 from tests.train.conftest import Job, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT = [sys.executable, "-m", "dogbreed.export"]
-#: The stages the int8 retry keeps in float (dogbreed.export_onnx.INT8_ATTEMPTS).
+#: The stages the int8 retry keeps in float (dogbreed.export.to_onnx.INT8_ATTEMPTS).
 EARLY_STAGES = ["conv1", "relu", "maxpool", "layer1", "layer2"]
 
 
@@ -190,9 +191,9 @@ def test_int8_that_misses_is_retried_with_the_early_stages_in_float(
         f"""
         import dataclasses, sys, onnx
         from pathlib import Path
-        import dogbreed.export_onnx as export_onnx
-        from dogbreed.export import main
-        real_compare, calls = export_onnx.compare, []
+        import dogbreed.export.to_onnx as to_onnx
+        from dogbreed.export.command import main
+        real_compare, calls = to_onnx.compare, []
 
         def first_misses(fp32, int8, batches):
             measured = real_compare(fp32, int8, batches)
@@ -203,7 +204,7 @@ def test_int8_that_misses_is_retried_with_the_early_stages_in_float(
                 measured, fp32_correct=measured.images, int8_correct=0, agree=0
             )
 
-        export_onnx.compare = first_misses
+        to_onnx.compare = first_misses
         code = main([{str(model_dir)!r}, "--data", {str(data)!r}, "--int8-max-drop", "99"])
         assert code == 0 and len(calls) == 2, (code, calls)
 
@@ -222,8 +223,8 @@ def test_int8_that_misses_is_retried_with_the_early_stages_in_float(
         assert stages == {{"conv1", "layer1", "layer2"}} and len(partial[0]) == 10, partial
         assert partial[2] < full[2], (partial, full)
 
-        from dogbreed.export import ExportError
-        from dogbreed.quantize import stage_nodes
+        from dogbreed.export.common import ExportError
+        from dogbreed.export.quantize import stage_nodes
         try:  # a stage the graph lacks is named, not silently quantised
             stage_nodes(onnx.load({str(model_dir / "model.onnx")!r}).graph, ["layer1", "stem"])
         except ExportError as exc:
@@ -258,9 +259,9 @@ def test_an_export_that_differs_from_torch_fails_loudly(
         f"""
         import sys, onnx
         from onnx import numpy_helper
-        import dogbreed.export_onnx as export_onnx
-        from dogbreed.export import main
-        real_export = export_onnx.export_fp32
+        import dogbreed.export.to_onnx as to_onnx
+        from dogbreed.export.command import main
+        real_export = to_onnx.export_fp32
 
         def tampered(model, image_size, path):
             real_export(model, image_size, path)
@@ -270,7 +271,7 @@ def test_an_export_that_differs_from_torch_fails_loudly(
             weight.CopyFrom(numpy_helper.from_array(array, weight.name))
             onnx.save(graph, str(path))
 
-        export_onnx.export_fp32 = tampered
+        to_onnx.export_fp32 = tampered
         sys.exit(main([{str(model_dir)!r}, "--data", {str(data)!r}]))
         """,
         onnx_site,

@@ -54,7 +54,7 @@ def test_a_stopped_loader_process_ends_the_job_after_the_stall_timeout(make_job,
 def test_a_killed_peer_rank_ends_the_job_naming_the_rank_and_signal(make_job, start_job) -> None:
     job = make_job({**LONG, "workers": "0", "stall-timeout": "20"})
     running = start_job(job, DOGBREED_PROCESSES_PER_HOST="2")
-    running.wait_for("[rank 0] dogbreed.engine: epoch 1/200 step 2/", timeout=180)
+    running.wait_for("[rank 0] dogbreed.train.engine: epoch 1/200 step 2/", timeout=180)
     ranks = {int(p.environ()["RANK"]): p for p in running.training_processes()}
     assert sorted(ranks) == [0, 1], ranks
     ranks[1].send_signal(signal.SIGKILL)

@@ -6,7 +6,7 @@ import json
 import shutil
 
 from dogbreed.artifact import load_artifact
-from dogbreed.sample_data import write_digits
+from dogbreed.train.sample_data import write_digits
 
 
 def test_training_from_scratch_is_far_above_chance(make_job) -> None:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dogbreed.metrics import METRIC_NAMES, format_metric_line, metric_definitions, parse_metric_line
-from dogbreed.sample_data import BREEDS, SPLIT_SIZES
+from dogbreed.train.sample_data import BREEDS, SPLIT_SIZES
 
 
 def test_every_metric_round_trips_through_its_regex() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.loader import SHM_SHARE, plan_transit
+from dogbreed.train.loader import SHM_SHARE, plan_transit
 
 MB = 1_000_000
 TRAIN = str(Path(sys.executable).with_name("train"))  # the toolkit's console script

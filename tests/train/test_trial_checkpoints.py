@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from dogbreed.checkpoint import CHECKPOINT_FILE
 from dogbreed.model import build_model
+from dogbreed.train.checkpoint import CHECKPOINT_FILE
 
 HP = {"epochs": "2", "batch-size": "4", "log-interval": "1", "workers": "1"}
 TRIALS = {"tune-001-3b2a1c9e": "0.01", "tune-002-7f4e0d21": "0.05"}

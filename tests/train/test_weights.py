@@ -47,7 +47,7 @@ def test_wrong_files_fail_clearly(tmp_path: Path) -> None:
 
 
 def _conv1(job) -> torch.Tensor:
-    from dogbreed.checkpoint import CHECKPOINT_FILE
+    from dogbreed.train.checkpoint import CHECKPOINT_FILE
 
     # head-only training keeps the backbone exactly as loaded
     return torch.load(job.checkpoints / CHECKPOINT_FILE, weights_only=True)["model"]["conv1.weight"]

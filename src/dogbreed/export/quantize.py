@@ -26,7 +26,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from dogbreed.export import ExportError
+from dogbreed.export.common import ExportError
 
 log = logging.getLogger("dogbreed.export")
 
@@ -62,7 +62,7 @@ def stage_nodes(graph: onnx.GraphProto, stages: Sequence[str]) -> list[str]:
     """The names of every node of the classifier's top-level modules ``stages``.
 
     The TorchScript exporter names nodes by module path: ``/0/layer1/layer1.0/conv1/Conv``, 0
-    being the classifier inside :func:`dogbreed.export_onnx.with_softmax`. Raises
+    being the classifier inside :func:`dogbreed.export.to_onnx.with_softmax`. Raises
     :class:`ExportError` naming a stage that has no node, rather than quantise it unnoticed.
     """
     found = {
@@ -73,7 +73,7 @@ def stage_nodes(graph: onnx.GraphProto, stages: Sequence[str]) -> list[str]:
         raise ExportError(
             f"the exported graph has no node named /0/<stage>/... for the stages {missing} (its"
             f" first nodes: {[n.name for n in graph.node[:5]]}): the exporter's node names"
-            " changed, and dogbreed.quantize must find the stages another way"
+            " changed, and dogbreed.export.quantize must find the stages another way"
         )
     return [name for names in found.values() for name in names]
 

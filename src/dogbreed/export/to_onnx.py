@@ -1,6 +1,6 @@
 """The export's work, run inside the export process (:mod:`dogbreed.export`), where ``onnx`` and
 protobuf 6+ are importable: the trained model to fp32 ONNX, checked against torch on validation
-images, then int8 (:mod:`dogbreed.quantize`), evaluated on the validation split.
+images, then int8 (:mod:`dogbreed.export.quantize`), evaluated on the validation split.
 
 The exporter is torch's TorchScript exporter (``dynamo=False``): it traces a ResNet18 exactly and
 needs only ``onnx``, where the dynamo exporter also needs onnxscript. Opset 17: the exporter
@@ -27,15 +27,11 @@ from torch import nn
 
 from dogbreed.artifact import ONNX_FP32_FILE, ONNX_INT8_FILE, load_artifact, save_spec
 from dogbreed.atomic import write_atomically
-from dogbreed.data import class_label, scan_split
-from dogbreed.export import (
-    BATCH,
-    CALIBRATION_IMAGES,
-    CHECK_IMAGES,
-    ExportError,
-)
+from dogbreed.export.common import BATCH, CALIBRATION_IMAGES, CHECK_IMAGES, ExportError
+from dogbreed.export.quantize import INT8_SCHEME, Agreement, Session, compare, quantize_int8
 from dogbreed.imaging import load_eval_array
-from dogbreed.quantize import INT8_SCHEME, Agreement, Session, compare, quantize_int8
+from dogbreed.splits import class_label
+from dogbreed.train.dataset import scan_split
 
 log = logging.getLogger("dogbreed.export")
 

@@ -5,7 +5,3 @@ Every module builds the exact SageMaker API request as a plain dict (the shapes 
 ``sagemaker-core`` SDK's local-mode client (``sagemaker.core.local``), which runs the very same
 requests against our images with ``docker compose`` and ``file://`` data, offline.
 """
-
-
-class LaunchError(RuntimeError):
-    """A launcher input or an AWS answer that the user must act on; the message says what."""

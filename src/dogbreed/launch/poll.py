@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 
 Result = TypeVar("Result")
 

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 
 ROLE_ENV = "DOGBREED_ROLE_ARN"
 ROLE_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]{1,512}$")

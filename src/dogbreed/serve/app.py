@@ -26,16 +26,16 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from dogbreed.artifact import load_spec
 from dogbreed.serve.admission import Overloaded
 from dogbreed.serve.batcher import BatcherStopped
-from dogbreed.serve.config import (
+from dogbreed.serve.config import ServerSettings
+from dogbreed.serve.predictor import InputError, Prediction, Predictor
+from dogbreed.serve.readiness import ReadyWorkers
+from dogbreed.serve.runtime import choose_model, load_runtime
+from dogbreed.serve.tuning import (
     DEFAULT_TOP_K,
     MAX_BATCH_WAIT_S,
     MAX_IMAGE_PIXELS,
     MAX_IMAGES_PER_REQUEST,
-    ServerSettings,
 )
-from dogbreed.serve.predictor import InputError, Prediction, Predictor
-from dogbreed.serve.readiness import ReadyWorkers
-from dogbreed.serve.runtime import choose_model, load_runtime
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ four of ours, each a choice that depends on the deployment rather than on this c
 and memory against throughput on the user's hardware), ``DOGBREED_MAX_QUEUE_WAIT_S`` (how long the
 user's clients will wait rather than retry) and, in :mod:`.allocator`, ``DOGBREED_MALLOC`` (a way
 out of the tcmalloc preload). docs/serving.md's settings table lists them; a test holds it to this
-module. Everything else is internal tuning: the constants below, each with the measurement that
+module. Everything else is internal tuning: the constants in :mod:`.tuning`, each with the measurement that
 chose it. Defaults follow the hardware: on CPU one worker per ``DOGBREED_TORCH_THREADS`` cores so
 that intra-op threads x workers never exceed the cores this process may use; on GPU one worker per
 device (each worker batches for its own device).
@@ -31,6 +31,16 @@ from dogbreed.contract import (
     REALTIME_MAX_PAYLOAD_MB,
 )
 from dogbreed.serve.runtime import PRECISIONS, RUNTIMES, ModelChoice
+from dogbreed.serve.tuning import (
+    DEFAULT_TOP_K,
+    GRACEFUL_TIMEOUT_S,
+    KEEPALIVE_S,
+    MAX_BATCH_WAIT_S,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGES_PER_REQUEST,
+    THREADS_PER_WORKER,
+    WARMUP_ROUNDS,
+)
 
 #: SageMaker waits 60 s for an answer from /invocations.
 DEFAULT_TIMEOUT_S = 60
@@ -38,32 +48,6 @@ DEFAULT_TIMEOUT_S = 60
 #: not apply: the best batch of bench_serve's in-process pipeline on CPU (benchmarks/README.md);
 #: not yet measured on a GPU (make gpu-check reports the server there).
 DEFAULT_GPU_MAX_BATCH_SIZE = 32
-
-# Internal tuning: constants, not settings. Each value is the one a measurement chose.
-
-#: SageMaker sends SIGKILL 30 s after SIGTERM: in-flight requests get 25 s to finish.
-GRACEFUL_TIMEOUT_S = 25
-#: Request threads per worker. With 16, gthread queued /ping behind invocations: at 256 clients 17
-#: of 18 probes took over 2 s; with 1,024 every connection of a 512-client spike gets a thread at
-#: once and /ping stays within 2 s (p99 310-368 ms, docs/serving.md "Measured"). Admission keeps
-#: 1/16 of them free (ServerSettings.max_waiting_requests).
-THREADS_PER_WORKER = 1024
-#: Keep-alive seconds for idle client connections. Not measured (set with the first server,
-#: f51cf0f): idle connections hold no thread (gthread parks them in its poller).
-KEEPALIVE_S = 5
-#: How long a partial batch waits for announced requests: 5 ms (d6a75af); 2 ms measured worse and
-#: 10 ms the same at concurrency 8 on 2 cores (benchmarks/README.md, "Tried and measured no gain").
-MAX_BATCH_WAIT_S = 0.005
-#: A 6 MB JPEG of a photo rarely exceeds 40 megapixels; anything larger is refused before decoding.
-MAX_IMAGE_PIXELS = 40_000_000
-#: Images in one JSON request. Not measured (f51cf0f): it bounds how much of a worker's queue one
-#: request holds, since a JSON request's images are admitted together.
-MAX_IMAGES_PER_REQUEST = 256
-#: ``top_k`` when a request gives none; a request chooses its own with ``top_k=N``.
-DEFAULT_TOP_K = 5
-#: Full-size batches run before /ping turns 200, after one cold single-image pass. Not measured
-#: (f51cf0f); admission control times images from these warm batches on, not the cold pass.
-WARMUP_ROUNDS = 1
 
 
 def preprocess_on_request_threads(device: str) -> bool:

@@ -29,14 +29,9 @@ from gunicorn.app.base import BaseApplication
 from dogbreed.artifact import ArtifactError
 from dogbreed.onnx_telemetry import disable_telemetry
 from dogbreed.serve.allocator import AllocatorError, allocator_in_use, reexec_with_allocator
-from dogbreed.serve.config import (
-    GRACEFUL_TIMEOUT_S,
-    KEEPALIVE_S,
-    ConfigError,
-    ServerSettings,
-    removed_settings_in,
-)
+from dogbreed.serve.config import ConfigError, ServerSettings, removed_settings_in
 from dogbreed.serve.readiness import ReadyWorkers
+from dogbreed.serve.tuning import GRACEFUL_TIMEOUT_S, KEEPALIVE_S
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from dogbreed.artifact import ModelSpec, load_artifact
-from dogbreed.serve.config import WARMUP_ROUNDS
+from dogbreed.serve.tuning import WARMUP_ROUNDS
 
 
 class TorchRuntime:

@@ -1,19 +1,14 @@
 """Channels -> ImageFolder splits -> datasets and loaders, with bad-file handling.
 
-Layouts accepted (SageMaker channels under ``input/data/``):
-
-- channels ``train``, ``valid`` (or ``validation``) and ``test``, each an ImageFolder tree;
-- one ``training`` channel holding ``train/ valid/ test/`` (the dogImages archive layout).
-
-Class folders named like ``001.Affenpinscher`` give the label ``Affenpinscher``; the class list
-must agree across splits. Unreadable files are skipped and counted; too many, or a missing or
+Which channel or folder is which split is :mod:`dogbreed.splits`' rule (SageMaker channels under
+``input/data/``: ``train``, ``valid`` and ``test``, or one ``training`` channel holding
+``train/ valid/ test/``). The class list must agree across splits. Unreadable files are skipped and counted; too many, or a missing or
 empty split, raise :class:`DataError` with what was expected and what was found.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,47 +17,32 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
-from dogbreed.contract import IMAGE_SUFFIXES, SPLIT_ALIASES, SPLITS
+from dogbreed.contract import IMAGE_SUFFIXES
 from dogbreed.imaging import decode_rgb
+from dogbreed.splits import class_label, locate_splits
 
 log = logging.getLogger(__name__)
-
-_NUMBER_PREFIX = re.compile(r"^\d+[._-]")
 
 
 class DataError(ValueError):
     """The input data does not have the expected shape."""
 
 
-def class_label(folder_name: str) -> str:
-    """``001.Affenpinscher`` -> ``Affenpinscher``; other names are kept as they are."""
-    return _NUMBER_PREFIX.sub("", folder_name) or folder_name
+def _folder_names(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
 
 
 def find_split_dirs(channels: Mapping[str, Path]) -> dict[str, Path]:
-    """Map each split to its folder from the job's channels (see module docstring)."""
-    roots: list[Path] = []
-    if "training" in channels:
-        roots.append(channels["training"])
-    found: dict[str, Path] = {}
-    for split, aliases in SPLIT_ALIASES.items():
-        for alias in aliases:
-            if alias in channels:
-                found[split] = channels[alias]
-                break
-            candidates = [root / alias for root in roots if (root / alias).is_dir()]
-            if candidates:
-                found[split] = candidates[0]
-                break
-    missing = [s for s in SPLITS if s not in found]
-    if missing:
+    """Map each split to its folder from the job's channels (:mod:`dogbreed.splits`' rule)."""
+    located = locate_splits(channels, _folder_names, lambda root, name: root / name)
+    if located.missing:
         raise DataError(
-            f"missing split(s) {', '.join(missing)}: expected channels train, valid (or validation)"
-            f" and test, or one 'training' channel holding train/ valid/ test/; found channels "
-            f"{sorted(channels) or 'none'}"
-            + (f" and in 'training': {sorted(p.name for p in roots[0].iterdir())}" if roots else "")
+            f"missing split(s) {', '.join(located.missing)}: expected channels train, valid (or"
+            f" validation) and test, or one 'training' channel holding train/ valid/ test/; found"
+            f" channels {sorted(channels) or 'none'}"
+            + (f" and in 'training': {sorted(located.inside)}" if located.root else "")
         )
-    return found
+    return located.found
 
 
 @dataclass(frozen=True)

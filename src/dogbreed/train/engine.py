@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dogbreed.debugger import DebuggerHook
-from dogbreed.distributed import World, all_reduce_sum
-from dogbreed.presets import normalize
+from dogbreed.train.distributed import World, all_reduce_sum
+from dogbreed.train.presets import normalize
+from dogbreed.train.smdebug_hook import DebuggerHook
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The training job: hyperparameters -> data -> fine-tune loop -> artifacts.
 
-Run by the sagemaker-training toolkit through :mod:`dogbreed.toolkit_entry` as
+Run by the sagemaker-training toolkit through :mod:`dogbreed.train.toolkit` as
 ``python -m dogbreed.train --lr 0.01 --batch-size 64 ...`` (or under torchrun for DDP).
 """
 
@@ -27,13 +27,25 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dogbreed import metrics
 from dogbreed.artifact import ModelSpec, save_artifact
-from dogbreed.checkpoint import (
+from dogbreed.export.common import ExportError
+from dogbreed.export.process import export_environment, export_trained_model
+from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
+from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
+from dogbreed.model import (
+    WeightsError,
+    backbone_frozen_bn,
+    build_model,
+    imagenet_weights_path,
+    load_state_dict_file,
+    set_trainable,
+)
+from dogbreed.train.checkpoint import (
     TrainingState,
     load_checkpoint,
     remove_checkpoints,
     save_checkpoint,
 )
-from dogbreed.data import (
+from dogbreed.train.dataset import (
     DataError,
     ImageDataset,
     Split,
@@ -42,8 +54,7 @@ from dogbreed.data import (
     find_split_dirs,
     scan_split,
 )
-from dogbreed.debugger import DebuggerHook, create_hook
-from dogbreed.distributed import (
+from dogbreed.train.distributed import (
     PeerError,
     World,
     any_rank,
@@ -51,7 +62,7 @@ from dogbreed.distributed import (
     init_world,
     shutdown,
 )
-from dogbreed.engine import (
+from dogbreed.train.engine import (
     EpochLog,
     EpochTotals,
     Precision,
@@ -60,11 +71,8 @@ from dogbreed.engine import (
     evaluate,
     train_one_epoch,
 )
-from dogbreed.export import ExportError, export_environment, export_trained_model
-from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
-from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
-from dogbreed.job_paths import JobPaths
-from dogbreed.loader import (
+from dogbreed.train.job_paths import JobPaths
+from dogbreed.train.loader import (
     BatchLoader,
     LoaderError,
     TransitPlan,
@@ -74,18 +82,11 @@ from dogbreed.loader import (
     shm_free_bytes,
     stop_loader_processes,
 )
-from dogbreed.model import (
-    WeightsError,
-    backbone_frozen_bn,
-    build_model,
-    imagenet_weights_path,
-    load_state_dict_file,
-    set_trainable,
-)
-from dogbreed.optim import build_optimizer, build_scheduler
-from dogbreed.plots import plot_training_curves
-from dogbreed.presets import eval_crop, train_crop
-from dogbreed.sampling import EpochBatchSampler
+from dogbreed.train.optim import build_optimizer, build_scheduler
+from dogbreed.train.plots import plot_training_curves
+from dogbreed.train.presets import eval_crop, train_crop
+from dogbreed.train.sampling import EpochBatchSampler
+from dogbreed.train.smdebug_hook import DebuggerHook, create_hook
 
 log = logging.getLogger("dogbreed.train")
 
@@ -459,7 +460,3 @@ def configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     return run(sys.argv[1:] if argv is None else argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from dogbreed.data import ImageDataset, collate_skipping_bad
+from dogbreed.train.dataset import ImageDataset, collate_skipping_bad
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """torchrun, plus the cause of a failed rank in ``output/failure``.
 
-``python -m dogbreed.ranks TORCHRUN_ARGS`` runs torchrun's own launcher in this process. When a
+``python -m dogbreed.train.ranks TORCHRUN_ARGS`` runs torchrun's own launcher in this process. When a
 rank fails, torchrun stops the others (SIGTERM) and reports the first failure only in its log;
 here that first failure also becomes the job's failure reason: a rank killed by a signal (which
 can write nothing itself) is named with the signal and its likely cause, and a rank that failed
@@ -17,10 +17,10 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 
-from dogbreed.failures import describe_signal
-from dogbreed.job_paths import JobPaths
+from dogbreed.train.failures import describe_signal
+from dogbreed.train.job_paths import JobPaths
 
-log = logging.getLogger("dogbreed.ranks")
+log = logging.getLogger("dogbreed.train.ranks")
 
 
 def report_failed_rank(error: ChildFailedError, paths: JobPaths) -> None:

@@ -1,6 +1,6 @@
 """A small bundled sample data set in the dogImages layout, for smoke tests and the demo.
 
-``python -m dogbreed.sample_data OUT`` writes ``OUT/{train,valid,test}/NNN.Breed_name/*.jpg``.
+``python -m dogbreed.train.sample_data OUT`` writes ``OUT/{train,valid,test}/NNN.Breed_name/*.jpg``.
 The pictures are drawn, not photographs: each "breed" has its own shape and palette, placed,
 sized and lit at random over a noisy background, so a model can learn them in a few epochs.
 """

@@ -2,7 +2,7 @@
 
 The toolkit's ``train`` command imports this module and calls :func:`train`, which checks the
 hyperparameters before any work, then runs ``python -m dogbreed.train ARGS`` as a child process
-(torchrun, through :mod:`dogbreed.ranks`, with one process per GPU and per host when there is
+(torchrun, through :mod:`dogbreed.train.ranks`, with one process per GPU and per host when there is
 more than one of either), forwarding SIGTERM so that a stopped or interrupted job checkpoints and
 exits promptly. A child killed by a signal (the out-of-memory killer's SIGKILL) can write no
 failure reason itself: this entry writes it, naming the signal and its likely cause.
@@ -20,9 +20,9 @@ import time
 
 from sagemaker_training import environment, errors
 
-from dogbreed.failures import describe_signal
 from dogbreed.hyperparams import HyperparameterError, parse_hyperparameters
-from dogbreed.job_paths import JobPaths
+from dogbreed.train.failures import describe_signal
+from dogbreed.train.job_paths import JobPaths
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def build_command(hosts: list[str], current_host: str, num_gpus: int, args: list
     program = ["-m", "dogbreed.train", *args]
     if nproc == 1 and len(hosts) <= 1:
         return [sys.executable, *program]
-    launcher = [sys.executable, "-m", "dogbreed.ranks", f"--nproc-per-node={nproc}"]
+    launcher = [sys.executable, "-m", "dogbreed.train.ranks", f"--nproc-per-node={nproc}"]
     if len(hosts) <= 1:
         return [*launcher, "--standalone", *program]
     master = sorted(hosts)[0]

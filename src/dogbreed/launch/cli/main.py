@@ -106,8 +106,8 @@ def _channels(args: argparse.Namespace, local: bool = False) -> dict[str, str]:
 def _training_spec(
     args: argparse.Namespace, aws: Any, name: str, hyperparameters: dict, debugger: Any = None
 ) -> Any:
-    from dogbreed.launch.jobs import TrainingJobSpec, hyperparameter_strings
     from dogbreed.launch.session import resolve_role
+    from dogbreed.launch.training.jobs import TrainingJobSpec, hyperparameter_strings
 
     return TrainingJobSpec(
         name=name,
@@ -132,7 +132,7 @@ def _training_spec(
 
 
 def configure_upload(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.launch.upload import DEFAULT_WORKERS, MAX_WORKERS
+    from dogbreed.launch.data.upload import DEFAULT_WORKERS, MAX_WORKERS
 
     parser.description = (
         "Check a data set's layout, then upload it to S3 for --data. Nothing is sent when a split "
@@ -162,7 +162,7 @@ def configure_upload(parser: argparse.ArgumentParser) -> None:
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    from dogbreed.launch.upload import upload_data
+    from dogbreed.launch.data.upload import upload_data
 
     upload_data(
         args.source, args.destination, lambda: _connect(args), args.create_bucket, args.workers
@@ -186,7 +186,8 @@ TUNING_CHECKPOINTS = (
 
 
 def configure_tune(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.launch.tune import DEFAULT_RANGES, STRATEGIES
+    from dogbreed.launch.training.ranges import DEFAULT_RANGES
+    from dogbreed.launch.training.tune import STRATEGIES
 
     parser.epilog = TUNING_CHECKPOINTS
     parser.add_argument(
@@ -233,10 +234,10 @@ def configure_tune(parser: argparse.ArgumentParser) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     from dogbreed.launch.session import unique_name
-    from dogbreed.launch.tune import (
+    from dogbreed.launch.training.ranges import parse_ranges
+    from dogbreed.launch.training.tune import (
         TuningSpec,
         best_job,
-        parse_ranges,
         start_tuning_job,
         tuning_timeout_s,
         wait_for_tuning_job,
@@ -246,8 +247,8 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.status:
         print(best_job(aws, args.status).summary())
         return 0
-    from dogbreed.launch import LaunchError
-    from dogbreed.launch.jobs import parse_key_values
+    from dogbreed.launch.errors import LaunchError
+    from dogbreed.launch.training.jobs import parse_key_values
 
     if not (args.image and args.output):
         raise LaunchError("--image and --output are required to start a tuning job")
@@ -284,7 +285,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def configure_train(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.launch.debugger import DEFAULT_RULES, PROFILER_RULE_EXAMPLES
+    from dogbreed.launch.training.debugger import DEFAULT_RULES, PROFILER_RULE_EXAMPLES
 
     parser.add_argument(
         "--from-tuning-job",
@@ -334,7 +335,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 def _debugger_settings(args: argparse.Namespace, region: str) -> Any:
     """What ``train`` asks of Debugger and the profiler: None in local mode, where they cannot run,
     and, with a warning, in a region without SageMaker's rule image."""
-    from dogbreed.launch.debugger import DebuggerSettings, rule_image_uri
+    from dogbreed.launch.training.debugger import DebuggerSettings, rule_image_uri
 
     wanted = not (args.no_debugger and args.no_profiler)
     if args.local:
@@ -364,15 +365,15 @@ def _debugger_settings(args: argparse.Namespace, region: str) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from dogbreed.launch.jobs import (
+    from dogbreed.launch.session import Aws, unique_name
+    from dogbreed.launch.training.jobs import (
         model_artifact_of,
         parse_key_values,
         start_training_job,
         wait_for_training_job,
         wait_timeout_s,
     )
-    from dogbreed.launch.session import Aws, unique_name
-    from dogbreed.launch.tune import best_hyperparameters, merge
+    from dogbreed.launch.training.tune import best_hyperparameters, merge
 
     aws = Aws.local_mode(region=args.region or "us-east-1") if args.local else _connect(args)
     hyperparameters = parse_key_values(args.hp, "--hp")
@@ -467,11 +468,11 @@ def configure_deploy(parser: argparse.ArgumentParser) -> None:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from dogbreed.launch.autoscaling import Autoscaling
-    from dogbreed.launch.deploy import EndpointSpec, deploy, endpoint_mode
-    from dogbreed.launch.images import ServingImages, choose_image
-    from dogbreed.launch.jobs import model_artifact_of, parse_key_values
+    from dogbreed.launch.endpoints.autoscaling import Autoscaling
+    from dogbreed.launch.endpoints.deploy import EndpointSpec, deploy, endpoint_mode
+    from dogbreed.launch.endpoints.images import ServingImages, choose_image
     from dogbreed.launch.session import resolve_role, unique_name
+    from dogbreed.launch.training.jobs import model_artifact_of, parse_key_values
 
     serverless, asynchronous = endpoint_mode(vars(args))  # checked before any request
     instance_type = args.instance_type or defaults.SERVING_INSTANCE_TYPE
@@ -528,8 +529,8 @@ def configure_invoke(parser: argparse.ArgumentParser) -> None:
 def run_invoke(args: argparse.Namespace) -> int:
     import json
 
-    from dogbreed.launch.async_invoke import input_prefix, invoke_async
-    from dogbreed.launch.invoke import (
+    from dogbreed.launch.endpoints.async_invoke import input_prefix, invoke_async
+    from dogbreed.launch.endpoints.invoke import (
         LARGEST_PAYLOAD_MB,
         describe_target,
         format_predictions,
@@ -588,16 +589,16 @@ def configure_transform(parser: argparse.ArgumentParser) -> None:
 
 
 def run_transform(args: argparse.Namespace) -> int:
-    from dogbreed.launch import LaunchError
-    from dogbreed.launch.deploy import EndpointSpec, model_request
-    from dogbreed.launch.jobs import model_artifact_of
-    from dogbreed.launch.session import resolve_role, unique_name
-    from dogbreed.launch.transform import (
+    from dogbreed.launch.endpoints.deploy import EndpointSpec, model_request
+    from dogbreed.launch.endpoints.transform import (
         TransformSpec,
         start_transform,
         transform_request,
         wait_for_transform,
     )
+    from dogbreed.launch.errors import LaunchError
+    from dogbreed.launch.session import resolve_role, unique_name
+    from dogbreed.launch.training.jobs import model_artifact_of
 
     if args.model is None and not args.image:
         raise LaunchError("--job / --model-data need --image (the serving image URI)")
@@ -633,7 +634,7 @@ def configure_cleanup(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cleanup(args: argparse.Namespace) -> int:
-    from dogbreed.launch.deploy import cleanup
+    from dogbreed.launch.endpoints.deploy import cleanup
 
     removed = cleanup(_connect(args), args.endpoint)
     print("\n".join(f"deleted {item}" for item in removed) or f"nothing named {args.endpoint} left")
@@ -644,7 +645,7 @@ def run_cleanup(args: argparse.Namespace) -> int:
 
 
 def _follow_command(args: argparse.Namespace, name: str) -> str:
-    from dogbreed.launch.watch import follow_command
+    from dogbreed.launch.training.watch import follow_command
 
     return follow_command(name, args.region, args.profile)
 
@@ -669,7 +670,7 @@ def configure_logs(parser: argparse.ArgumentParser) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    from dogbreed.launch.watch import log_source, show_logs
+    from dogbreed.launch.training.watch import log_source, show_logs
 
     aws = _connect(args)
     source = log_source(aws, args.name, trial=args.trial)
@@ -685,7 +686,7 @@ def configure_status(parser: argparse.ArgumentParser) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from dogbreed.launch.status import status_lines
+    from dogbreed.launch.training.status import status_lines
 
     print("\n".join(status_lines(_connect(args), args.name)))
     return 0
@@ -698,7 +699,7 @@ def configure_endpoints(parser: argparse.ArgumentParser) -> None:
 def run_endpoints(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from dogbreed.launch.endpoints import endpoint_table, tool_endpoints
+    from dogbreed.launch.endpoints.listing import endpoint_table, tool_endpoints
 
     aws = _connect(args)
     now = datetime.now(UTC)
@@ -727,7 +728,7 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from dogbreed.launch.report import write_report
+    from dogbreed.launch.training.report import write_report
 
     aws = _connect(args) if args.job or (args.trial or "").startswith("s3://") else None
     if args.wait and args.job:
@@ -744,7 +745,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def configure_preflight(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.launch.debugger import DEFAULT_RULES
+    from dogbreed.launch.training.debugger import DEFAULT_RULES
 
     parser.description = (
         "Check, before any money is spent, what a run would trip on: credentials, the role, the "
@@ -769,8 +770,8 @@ def configure_preflight(parser: argparse.ArgumentParser) -> None:
 def run_preflight(args: argparse.Namespace) -> int:
     import os
 
-    from dogbreed.launch import preflight
     from dogbreed.launch.session import ROLE_ENV
+    from dogbreed.launch.training import preflight
 
     aws = _connect(args)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
@@ -859,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    from dogbreed.launch import LaunchError
+    from dogbreed.launch.errors import LaunchError
 
     _, _, run = COMMANDS[args.command]
     try:

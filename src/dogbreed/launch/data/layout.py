@@ -1,6 +1,6 @@
 """The data channels' layout, checked before any job starts.
 
-The trainer (:mod:`dogbreed.data`) needs three splits, ``train``, ``valid`` and ``test``, each a
+The trainer (:mod:`dogbreed.train.dataset`) needs three splits, ``train``, ``valid`` and ``test``, each a
 folder of class folders, the same classes in each: as channels of their own, or as folders of one
 ``training`` channel (the dogImages archive layout). A job started without them fails on its first
 line, and a tuning job fails every trial, so the launcher lists the folders first: S3 prefixes
@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from dogbreed.contract import SPLIT_ALIASES
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import Aws
+from dogbreed.splits import locate_splits
 
-ROOT_CHANNEL = "training"
 SHOWN = 5  # differing class names shown in a message
 
 Lister = Callable[[str], set[str]]
@@ -64,31 +63,17 @@ def join(uri: str, name: str) -> str:
     return f"{uri.rstrip('/')}/{name}/"
 
 
-def first_of(names: tuple[str, ...], available: Mapping[str, Any] | set[str]) -> str | None:
-    return next((name for name in names if name in available), None)
-
-
-def locate_splits(channels: Mapping[str, str], folders: Lister) -> dict[str, str]:
-    """Each split's URI: its own channel, else its folder in the ``training`` channel."""
-    found = {}
-    for split, names in SPLIT_ALIASES.items():
-        name = first_of(names, channels)
-        if name:
-            found[split] = channels[name]
-    root = channels.get(ROOT_CHANNEL)
-    inside = folders(root) if root and len(found) < len(SPLIT_ALIASES) else set()
-    for split, names in SPLIT_ALIASES.items():
-        name = first_of(names, inside)
-        if split not in found and name:
-            found[split] = join(root, name)
-    missing = [split for split in SPLIT_ALIASES if split not in found]
-    if missing:
-        where = f"; {root} holds {sorted(inside) or 'no folders'}" if root else ""
+def locate_split_uris(channels: Mapping[str, str], folders: Lister) -> dict[str, str]:
+    """Each split's URI by :mod:`dogbreed.splits`' rule; a LaunchError names the missing ones."""
+    located = locate_splits(channels, folders, join)
+    if located.missing:
+        root = located.root
+        where = f"; {root} holds {sorted(located.inside) or 'no folders'}" if root else ""
         raise LaunchError(
-            f"no {' and no '.join(missing)} split: the trainer needs train/, valid/ and test/ "
-            f"(--train, --valid and --test, or --data holding all three){where}"
+            f"no {' and no '.join(located.missing)} split: the trainer needs train/, valid/ and "
+            f"test/ (--train, --valid and --test, or --data holding all three){where}"
         )
-    return found
+    return located.found
 
 
 def check_layout(aws: Aws, channels: Mapping[str, str]) -> DataLayout:
@@ -98,7 +83,7 @@ def check_layout(aws: Aws, channels: Mapping[str, str]) -> DataLayout:
     def folders(uri: str) -> set[str]:
         return s3(uri) if uri.startswith("s3://") else file_folders(uri)
 
-    splits = locate_splits(channels, folders)
+    splits = locate_split_uris(channels, folders)
     classes = {}
     for split, uri in splits.items():
         classes[split] = folders(uri)

@@ -25,10 +25,10 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dogbreed.launch import LaunchError
-from dogbreed.launch.progress import MB, Progress
+from dogbreed.launch.data.progress import MB, Progress
+from dogbreed.launch.data.upload_source import DataSource, SourceFile, open_source
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import Aws, check_s3_prefix
-from dogbreed.launch.upload_source import DataSource, SourceFile, open_source
 
 DEFAULT_WORKERS = 4
 MAX_WORKERS = 16

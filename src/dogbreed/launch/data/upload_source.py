@@ -2,7 +2,7 @@
 
 Accepted: ``dogImages.zip`` (``dogImages/train|valid|test/<class>/<image>``), a folder of that
 layout, or a zip or folder whose root holds the splits directly. A split may go by any name the
-trainer reads (``validation/`` for ``valid/``, see :data:`dogbreed.contract.SPLIT_ALIASES`); its
+trainer reads (``validation/`` for ``valid/``, the rule of :mod:`dogbreed.splits`); its
 files are sent under the split's own name. Junk that archivers and desktops add (``__MACOSX/``,
 ``.DS_Store``, ``._*`` AppleDouble files, other hidden files, ``Thumbs.db``) is skipped and
 counted, as the trainer skips it; every other problem is listed and nothing is sent.
@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from dogbreed.contract import IMAGE_SUFFIXES, SPLIT_ALIASES, SPLITS
-from dogbreed.launch import LaunchError
+from dogbreed.contract import IMAGE_SUFFIXES, SPLITS
+from dogbreed.launch.errors import LaunchError
+from dogbreed.splits import SPLIT_NAMES, names_present
 
 #: Names that are junk wherever they appear, besides anything starting with ``.``.
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
@@ -140,18 +141,14 @@ def scan(
     )
 
 
-def split_names() -> set[str]:
-    return {alias for aliases in SPLIT_ALIASES.values() for alias in aliases}
-
-
 def find_root(location: str, folders: set[Parts], files: dict[Parts, object]) -> Parts:
     """``()`` when the splits are at the top, ``(name,)`` when they are in its only folder."""
     top = {parts[0] for parts in folders if len(parts) == 1}
-    if top & split_names():
+    if top & SPLIT_NAMES:
         return ()
     if len(top) == 1 and not any(len(parts) == 1 for parts in files):
         (only,) = top
-        if {parts[1] for parts in folders if len(parts) == 2 and parts[0] == only} & split_names():
+        if {parts[1] for parts in folders if len(parts) == 2 and parts[0] == only} & SPLIT_NAMES:
             return (only,)
     found = sorted(top | {parts[0] for parts in files if len(parts) == 1})
     raise LaunchError(
@@ -164,15 +161,14 @@ def locate(folders: set[Parts], files: dict[Parts, object]) -> tuple[list[str], 
     """Each split's folder, and the problems at the top: missing, doubled or unknown entries."""
     top = {parts[0] for parts in folders if len(parts) == 1}
     problems, found = [], {}
-    for split, aliases in SPLIT_ALIASES.items():
-        present = [alias for alias in aliases if alias in top]
+    for split, present in names_present(top).items():
         if not present:
             problems.append(f"no {split} split: expected a {split}/ folder of class folders")
         elif len(present) > 1:
             problems.append(f"{split} split twice: {', '.join(present)}; keep one")
         else:
             found[split] = present[0]
-    others = sorted(top - split_names()) + sorted(p[0] for p in files if len(p) == 1)
+    others = sorted(top - SPLIT_NAMES) + sorted(p[0] for p in files if len(p) == 1)
     if others:
         problems.append(f"not a split (remove, or move into one): {shown(others)}")
     return problems, found

@@ -3,7 +3,7 @@
 An async endpoint takes payloads up to 1 GB and processing up to one hour
 (https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference.html; InvokeEndpointAsync's
 InvocationTimeoutSeconds goes up to 3600), and it can scale to zero instances when its queue is
-empty (:mod:`dogbreed.launch.autoscaling`). The server's own limits follow: the deploy sets its
+empty (:mod:`dogbreed.launch.endpoints.autoscaling`). The server's own limits follow: the deploy sets its
 ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` to 1 GB and ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` to an hour.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dogbreed.contract import ASYNC_MAX_PAYLOAD_MB
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import check_s3_prefix
 
 #: The longest an async request may be processed (InvocationTimeoutSeconds' maximum).

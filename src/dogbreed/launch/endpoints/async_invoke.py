@@ -18,9 +18,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed.launch import LaunchError
-from dogbreed.launch.async_endpoint import MAX_PROCESSING_S, beside
-from dogbreed.launch.invoke import ImageFile, Target, predictions_in
+from dogbreed.launch.endpoints.async_endpoint import MAX_PROCESSING_S, beside
+from dogbreed.launch.endpoints.invoke import ImageFile, Target, predictions_in
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.poll import poll
 from dogbreed.launch.session import Aws, check_s3_prefix
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import Aws
 
 VARIANT = "AllTraffic"

@@ -14,16 +14,17 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogbreed.contract import REALTIME_MAX_PAYLOAD_MB
-from dogbreed.launch import LaunchError, defaults
-from dogbreed.launch.async_endpoint import AsyncSpec
-from dogbreed.launch.autoscaling import (
+from dogbreed.launch import defaults
+from dogbreed.launch.endpoints.async_endpoint import AsyncSpec
+from dogbreed.launch.endpoints.autoscaling import (
     VARIANT,
     Autoscaling,
     apply_autoscaling,
     autoscaling_requests,
     remove_autoscaling,
 )
-from dogbreed.launch.serverless import ServerlessSpec
+from dogbreed.launch.endpoints.serverless import ServerlessSpec
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import Aws, check_name, check_s3_uri
 
 #: The server's settings (serve/config.py) that follow the endpoint's mode.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 
 #: ml.<family>.<size>, e.g. ml.m5.large, ml.g4dn.xlarge, ml.c7g.2xlarge.
 INSTANCE_TYPE = re.compile(r"^ml\.(?P<family>[a-z]+[0-9][a-z0-9-]*)\.[a-z0-9]+$")

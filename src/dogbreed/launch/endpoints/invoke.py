@@ -23,8 +23,8 @@ from dogbreed.contract import (
     REALTIME_MAX_PAYLOAD_MB,
     SERVERLESS_MAX_PAYLOAD_MB,
 )
-from dogbreed.launch import LaunchError
-from dogbreed.launch.deploy import PAYLOAD_ENV
+from dogbreed.launch.endpoints.deploy import PAYLOAD_ENV
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import Aws
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}

@@ -4,7 +4,7 @@ An endpoint counts as ours when it carries :data:`dogbreed.launch.defaults.TOOL_
 comes from its endpoint config: ``ServerlessConfig`` on a variant (serverless: billed per request
 and memory, nothing per hour), ``AsyncInferenceConfig`` (asynchronous: billed per instance-hour,
 nothing while scaled to 0), else real-time (billed per instance-hour from creation to deletion).
-Instance counts are the endpoint's current ones; prices come from :mod:`dogbreed.launch.prices`.
+Instance counts are the endpoint's current ones; prices come from :mod:`dogbreed.launch.endpoints.prices`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dogbreed.launch.defaults import TOOL_TAG
-from dogbreed.launch.prices import PRICE_REGION, hourly_price
+from dogbreed.launch.endpoints.prices import PRICE_REGION, hourly_price
 from dogbreed.launch.session import Aws
 
 HOURS_PER_MONTH = 24 * 30

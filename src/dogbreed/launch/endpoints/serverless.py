@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dogbreed.contract import SERVERLESS_MAX_PAYLOAD_MB
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 
 MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 MAX_CONCURRENCY = 200

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dogbreed.contract import BATCH_MAX_PAYLOAD_MB, REALTIME_MAX_PAYLOAD_MB
-from dogbreed.launch import LaunchError, defaults
+from dogbreed.launch import defaults
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.poll import poll, raise_if_failed
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
 

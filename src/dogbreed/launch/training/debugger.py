@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dogbreed.launch import LaunchError, defaults
+from dogbreed.launch import defaults
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import check_s3_uri
 
 #: The built-in Debugger rules a job gets unless told otherwise.

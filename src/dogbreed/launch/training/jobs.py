@@ -1,7 +1,7 @@
 """One training job: image, channels, hyperparameters, Debugger and Profiler, spot, DDP.
 
 :func:`training_job_request` builds the exact ``CreateTrainingJob`` request; the Debugger and
-Profiler fields come from :mod:`dogbreed.launch.debugger`, the metric regexes from
+Profiler fields come from :mod:`dogbreed.launch.training.debugger`, the metric regexes from
 :mod:`dogbreed.metrics` (the trainer prints with the same module). More than one instance runs the image's torchrun DDP; every host receives the
 whole data set (``FullyReplicated``) and the trainer shards it with a distributed sampler.
 """
@@ -9,44 +9,22 @@ whole data set (``FullyReplicated``) and the trainer shards it with a distribute
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from dogbreed import metrics
 from dogbreed.contract import CHECKPOINTS, OPT_ML
-from dogbreed.launch import LaunchError, defaults
-from dogbreed.launch.debugger import DebuggerSettings, debugger_request
-from dogbreed.launch.layout import check_layout
+from dogbreed.launch.data.layout import check_layout
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.poll import poll, raise_if_failed
-from dogbreed.launch.preflight import require_ready
 from dogbreed.launch.session import Aws, check_name, check_s3_prefix, check_s3_uri
+from dogbreed.launch.training.debugger import debugger_request
+from dogbreed.launch.training.preflight import require_ready
+from dogbreed.launch.training.spec import TrainingJobSpec
 
 INPUT_MODES = ("File", "FastFile")
 CHECKPOINT_LOCAL_PATH = str(OPT_ML / CHECKPOINTS)  # JobPaths.checkpoint_dir in the container
 #: What a wait allows a job beyond its StoppingCondition: provisioning, image pull, model upload.
 WAIT_SLACK_S = 3600
-
-
-@dataclass(frozen=True)
-class TrainingJobSpec:
-    """Everything one training job needs; :func:`training_job_request` turns it into the API call."""
-
-    name: str
-    image_uri: str
-    role_arn: str
-    output_s3: str
-    channels: Mapping[str, str]
-    hyperparameters: Mapping[str, str] = field(default_factory=dict)
-    instance_type: str = defaults.TRAINING_INSTANCE_TYPE
-    instance_count: int = 1
-    volume_gb: int = defaults.VOLUME_GB
-    max_runtime_s: int = defaults.MAX_RUNTIME_S
-    input_mode: str = "File"
-    spot: bool = False
-    max_wait_s: int | None = None
-    checkpoint_s3: str | None = None
-    debugger: DebuggerSettings | None = None
-    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 def hyperparameter_strings(values: Mapping[str, Any]) -> dict[str, str]:
@@ -168,8 +146,8 @@ def start_training_job(
 ) -> dict[str, Any]:
     """Check everything, then send ``CreateTrainingJob``; returns the request that was sent.
 
-    The checks include the data layout (:func:`~dogbreed.launch.layout.check_layout`) and, unless
-    ``preflight=False``, the role, buckets and image (:func:`~dogbreed.launch.preflight.require_ready`).
+    The checks include the data layout (:func:`~dogbreed.launch.data.layout.check_layout`) and, unless
+    ``preflight=False``, the role, buckets and image (:func:`~dogbreed.launch.training.preflight.require_ready`).
     ``announce`` hears what was found and a last line just before the job starts. In local mode
     this call runs the whole job in docker and returns when it ends.
     """

@@ -22,11 +22,11 @@ from urllib.parse import unquote
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import ROLE_PATTERN, Aws
 
 if TYPE_CHECKING:
-    from dogbreed.launch.jobs import TrainingJobSpec
+    from dogbreed.launch.training.spec import TrainingJobSpec
 
 OK, PROBLEM, SKIPPED = "OK", "PROBLEM", "SKIPPED"
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
@@ -402,7 +402,7 @@ def training_needs(instance_type: str, count: int, max_parallel: int) -> list[Qu
 
 def rule_needs(region: str, rules: Sequence[str], tensors: bool, profiler: bool) -> list[QuotaNeed]:
     """The processing instances ``train``'s rules would take (none where there is no rule image)."""
-    from dogbreed.launch.debugger import DebuggerSettings, debugger_request, rule_image_uri
+    from dogbreed.launch.training.debugger import DebuggerSettings, debugger_request, rule_image_uri
 
     if not (tensors or profiler) or rule_image_uri(region) is None:
         return []

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.launch import LaunchError
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.poll import poll
 from dogbreed.launch.session import Aws
 
@@ -267,9 +267,9 @@ def wait_for_profiler_report(
     """Poll ``DescribeTrainingJob`` until the ProfilerReport rule has finished; return the job.
 
     The rule runs beside the job and finishes after it, so the wait allows the job's whole
-    stopping condition and an hour (:func:`~dogbreed.launch.jobs.wait_timeout_s`).
+    stopping condition and an hour (:func:`~dogbreed.launch.training.jobs.wait_timeout_s`).
     """
-    from dogbreed.launch.jobs import wait_timeout_s
+    from dogbreed.launch.training.jobs import wait_timeout_s
 
     job = aws.sagemaker.describe_training_job(TrainingJobName=job_name)
     if profiler_report_status(job) is None:

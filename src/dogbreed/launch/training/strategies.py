@@ -14,12 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dogbreed.launch import LaunchError
-
-if TYPE_CHECKING:
-    from dogbreed.launch.tune import Range
+from dogbreed.launch.errors import LaunchError
+from dogbreed.launch.training.ranges import Range
 
 DEFAULT_MAX_JOBS = 12
 HYPERBAND_RESOURCE = "epochs"

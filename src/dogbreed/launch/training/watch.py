@@ -20,11 +20,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed.launch import LaunchError
-from dogbreed.launch.jobs import wait_timeout_s
+from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.poll import poll
 from dogbreed.launch.session import Aws
-from dogbreed.launch.status import (
+from dogbreed.launch.training.jobs import wait_timeout_s
+from dogbreed.launch.training.status import (
     describe_training_job,
     describe_tuning_job,
     is_not_found,

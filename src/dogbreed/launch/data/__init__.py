@@ -1,0 +1,1 @@
+"""Data sets into S3: ``upload`` (folders and zips), and the check of an S3 layout."""

@@ -1,0 +1,1 @@
+"""Training and tuning jobs: their requests, preflight, status, logs and reports."""
