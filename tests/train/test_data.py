@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed.image_folders import DataError, check_classes, find_split_dirs, scan_split
 from dogbreed.splits import class_label
-from dogbreed.train.dataset import DataError, check_classes, find_split_dirs, scan_split
 
 
 def test_class_label_strips_the_dogimages_number() -> None:

@@ -23,7 +23,7 @@ from dogbreed.atomic import write_atomically
 from dogbreed.export.common import ERROR_PREFIX, ONNX_SITE_VAR, ExportError
 from dogbreed.export.process import export_environment
 from dogbreed.hyperparams import PARSERS, HyperparameterError, Hyperparameters
-from dogbreed.train.dataset import find_split_dirs
+from dogbreed.image_folders import find_split_dirs
 
 log = logging.getLogger("dogbreed.export")
 

@@ -29,9 +29,9 @@ from dogbreed.artifact import ONNX_FP32_FILE, ONNX_INT8_FILE, load_artifact, sav
 from dogbreed.atomic import write_atomically
 from dogbreed.export.common import BATCH, CALIBRATION_IMAGES, CHECK_IMAGES, ExportError
 from dogbreed.export.quantize import INT8_SCHEME, Agreement, Session, compare, quantize_int8
+from dogbreed.image_folders import scan_split
 from dogbreed.imaging import load_eval_array
 from dogbreed.splits import class_label
-from dogbreed.train.dataset import scan_split
 
 log = logging.getLogger("dogbreed.export")
 

@@ -30,6 +30,14 @@ from dogbreed.artifact import ModelSpec, save_artifact
 from dogbreed.export.common import ExportError
 from dogbreed.export.process import export_environment, export_trained_model
 from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
+from dogbreed.image_folders import (
+    DataError,
+    Split,
+    check_bad_fraction,
+    check_classes,
+    find_split_dirs,
+    scan_split,
+)
 from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
 from dogbreed.model import (
     WeightsError,
@@ -45,15 +53,7 @@ from dogbreed.train.checkpoint import (
     remove_checkpoints,
     save_checkpoint,
 )
-from dogbreed.train.dataset import (
-    DataError,
-    ImageDataset,
-    Split,
-    check_bad_fraction,
-    check_classes,
-    find_split_dirs,
-    scan_split,
-)
+from dogbreed.train.dataset import ImageDataset
 from dogbreed.train.distributed import (
     PeerError,
     World,
