@@ -1,0 +1,134 @@
+"""``dogbreed logs``, ``status``, ``report`` and ``preflight``: look at jobs, and at what a run
+would trip on, before and after the money is spent (:mod:`dogbreed.launch.training`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from dogbreed.launch import defaults
+from dogbreed.launch.cli.options import aws_options, connect
+
+# --- logs / status ------------------------------------------------------------------------
+
+
+def configure_logs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name",
+        help="a training job, a tuning job (follows its best trial, or --trial) or an endpoint",
+    )
+    parser.add_argument("--trial", help="with a tuning job: the training job to follow")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep printing until the job ends (an endpoint: until it fails or is deleted)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to follow at most (default: the job's max runtime + 1 h; endpoints: 1 h)",
+    )
+    aws_options(parser)
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from dogbreed.launch.training.watch import log_source, show_logs
+
+    aws = connect(args)
+    source = log_source(aws, args.name, trial=args.trial)
+    ended = show_logs(aws, source, follow=args.follow, timeout_s=args.timeout)
+    if ended:
+        print(f"{source.kind} {source.name}: {ended}")
+    return 0 if ended in (None, "Completed", "Deleted") else 1
+
+
+def configure_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="a training job or a tuning job")
+    aws_options(parser)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from dogbreed.launch.training.status import status_lines
+
+    print("\n".join(status_lines(connect(args), args.name)))
+    return 0
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def configure_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "trial",
+        nargs="?",
+        help="smdebug trial: a local folder or s3:// prefix (default: the job's)",
+    )
+    parser.add_argument("--job", help="training job: adds rule verdicts and the profiler report")
+    parser.add_argument("--out", type=Path, default=Path("debugger-report"), help="output folder")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --job: first wait until its ProfilerReport rule has finished (at most the "
+        "job's max runtime + 1 h)",
+    )
+    aws_options(parser)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from dogbreed.launch.training.report import write_report
+
+    aws = connect(args) if args.job or (args.trial or "").startswith("s3://") else None
+    if args.wait and args.job:
+        print(f"waiting for the ProfilerReport rule of training job {args.job} to finish")
+    report = write_report(
+        args.out, trial_path=args.trial, aws=aws, job_name=args.job, wait=args.wait
+    )
+    print(report.text)
+    print("wrote " + ", ".join(str(p) for p in report.files))
+    return 0
+
+
+# --- preflight ----------------------------------------------------------------------------
+
+
+def configure_preflight(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.launch.training.debugger import DEFAULT_RULES
+
+    parser.description = (
+        "Check, before any money is spent, what a run would trip on: credentials, the role, the "
+        "bucket and its region, the images in ECR, and the SageMaker quotas for the training "
+        "instances, the Debugger rule evaluations (processing jobs), tuning's parallel trials "
+        "and the endpoint. Prints OK, PROBLEM (with the fix) or SKIPPED per check; exit 1 on any "
+        "PROBLEM."
+    )
+    parser.add_argument("--bucket", help="bucket (or s3:// URI) for data and output")
+    parser.add_argument("--train-image", help="training image URI")
+    parser.add_argument("--serve-image", help="serving image URI")
+    parser.add_argument("--instance-type", default=defaults.TRAINING_INSTANCE_TYPE)
+    parser.add_argument("--instance-count", type=int, default=1, help="per training job")
+    parser.add_argument("--max-parallel", type=int, default=2, help="tune's parallel trials")
+    parser.add_argument("--serve-instance-type", default=defaults.SERVING_INSTANCE_TYPE)
+    parser.add_argument("--rules", default=",".join(DEFAULT_RULES), help="train's --rules")
+    parser.add_argument("--no-debugger", action="store_true", help="as train's --no-debugger")
+    parser.add_argument("--no-profiler", action="store_true", help="as train's --no-profiler")
+    aws_options(parser, role=True)
+
+
+def run_preflight(args: argparse.Namespace) -> int:
+    from dogbreed.launch.session import ROLE_ENV
+    from dogbreed.launch.training import preflight
+
+    aws = connect(args)
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    target = preflight.Target(
+        role_arn=args.role or os.environ.get(ROLE_ENV),
+        buckets=[preflight.bucket_of(args.bucket)] if args.bucket else [],
+        images=[("training image", args.train_image), ("serving image", args.serve_image)],
+        quotas=[
+            *preflight.training_needs(args.instance_type, args.instance_count, args.max_parallel),
+            *preflight.rule_needs(aws.region, rules, not args.no_debugger, not args.no_profiler),
+            preflight.QuotaNeed("endpoint", args.serve_instance_type, "endpoint", 1),
+        ],
+    )
+    return preflight.print_report(preflight.run_checks(aws, target))
