@@ -1,14 +1,12 @@
 """A laptop install: `pip install "dogbreed[launch]"` in a fresh venv, without torch.
 
-Fast: no module the launcher imports (at the top or inside a function) imports torch. Slow: the
-venv gets only the launcher's dependencies; in it every command answers --help, a training
+The venv gets only the launcher's dependencies; in it every command answers --help, a training
 request is built and validated against botocore's service model (no AWS), and a bad ``--hp`` is
-refused. The venv's size and install time are printed beside the full dev venv's.
+refused (that no launcher module imports torch is tests/test_structure.py's fast test). The venv's size and install time are printed beside the full dev venv's.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
@@ -16,7 +14,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -60,49 +57,6 @@ with Stubber(client) as stubber:
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
 print(json.dumps({"request": request, "torch_modules": loaded}, default=str))
 """
-
-
-def dogbreed_imports(module: str) -> set[str]:
-    """The dogbreed modules that ``module`` imports, at its top or inside a function."""
-    origin = find_spec(module).origin
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(Path(origin).read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("dogbreed"))
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dogbreed"):
-            found.add(node.module)
-            if find_spec(node.module).submodule_search_locations is not None:  # a package
-                submodules = (f"{node.module}.{alias.name}" for alias in node.names)
-                found.update(name for name in submodules if find_spec(name) is not None)
-    return found
-
-
-def launcher_modules() -> set[str]:
-    """``dogbreed.launch.cli.main`` and every dogbreed module reachable from it through imports."""
-    seen: set[str] = set()
-    todo = ["dogbreed.launch.cli.main"]
-    while todo:
-        module = todo.pop()
-        if module not in seen:
-            seen.add(module)
-            todo.extend(dogbreed_imports(module))
-    return seen
-
-
-def test_no_module_the_launcher_imports_imports_torch() -> None:
-    modules = sorted(launcher_modules())
-    assert {"dogbreed.hyperparams", "dogbreed.launch.training.jobs", "dogbreed.metrics"} <= set(
-        modules
-    )
-    snippet = (
-        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
-        "print(*sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == [], f"torch imported by one of {modules}"
 
 
 @dataclass(frozen=True)
