@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+from dogbreed.child_env import safe_child_env
 from dogbreed.export.common import ERROR_PREFIX, ONNX_SITE_VAR, ExportError
 from dogbreed.onnx_telemetry import disable_telemetry
 
@@ -35,7 +36,7 @@ def export_environment() -> dict[str, str]:
     Raises :class:`ExportError` naming the variable when it is unset (and onnx is not installed
     here) or names no folder.
     """
-    env = dict(os.environ)
+    env = safe_child_env(os.environ)
     disable_telemetry(env)
     site = env.get(ONNX_SITE_VAR, "").strip()
     if not site:

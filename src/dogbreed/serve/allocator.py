@@ -17,6 +17,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dogbreed.child_env import safe_child_env
+
 #: DOGBREED_MALLOC values: tcmalloc if installed, tcmalloc or fail, glibc's malloc.
 CHOICES = ("auto", "tcmalloc", "system")
 DEFAULT_CHOICE = "auto"
@@ -63,7 +65,8 @@ def reexec_with_allocator(args: Sequence[str]) -> None:
     """
     env = env_with_allocator(os.environ)
     if env is not None:
-        os.execve(sys.executable, [sys.executable, "-m", "dogbreed.serve.server", *args], env)
+        command = [sys.executable, "-m", "dogbreed.serve.server", *args]
+        os.execve(sys.executable, command, safe_child_env(env))
 
 
 def allocator_in_use(pid: int | str = "self") -> str:

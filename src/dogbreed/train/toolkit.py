@@ -20,6 +20,7 @@ import time
 
 from sagemaker_training import environment, errors
 
+from dogbreed.child_env import safe_child_env
 from dogbreed.hyperparams import HyperparameterError, parse_hyperparameters
 from dogbreed.train.failures import describe_signal
 from dogbreed.train.job_paths import JobPaths
@@ -78,7 +79,7 @@ def build_command(hosts: list[str], current_host: str, num_gpus: int, args: list
 
 def run_child(command: list[str], env: dict[str, str]) -> int:
     """Run the job, passing SIGTERM/SIGINT on to it; return its exit code."""
-    child = subprocess.Popen(command, env=env)
+    child = subprocess.Popen(command, env=safe_child_env(env))
 
     def forward(signum: int, frame: object) -> None:
         log.warning("forwarding signal %d to the training process", signum)
