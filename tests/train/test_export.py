@@ -338,7 +338,10 @@ def test_the_offline_command_names_the_missing_or_wrong_onnx_site(
 
 
 def test_the_jobs_wait_for_the_export_is_bounded(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv(ONNX_SITE_VAR, str(tmp_path))  # any folder: the process is stopped first
+    stalled = tmp_path / "site" / "onnx"  # an export that hangs on its first import
+    stalled.mkdir(parents=True)
+    (stalled / "__init__.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv(ONNX_SITE_VAR, str(stalled.parent))
     with pytest.raises(ExportError, match="took longer than 0.5 s and was stopped"):
         run_export_process([str(tmp_path), "--data", str(tmp_path)], timeout=0.5)
 
