@@ -7,13 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.serve.config import ConfigError, ServerSettings, removed_settings_in
-from dogbreed.serve.predictor import MMAP_CEILING_BYTES, cpu_batch_size, stem_activation_bytes
+from dogbreed.serve.config import (
+    MMAP_CEILING_BYTES,
+    ConfigError,
+    ServerSettings,
+    cpu_batch_size,
+    removed_settings_in,
+    stem_activation_bytes,
+)
+from dogbreed.serve.runtime import ModelChoice
 from dogbreed.serve.tuning import THREADS_PER_WORKER
+
+CHOICE = ModelChoice("onnx", Path("/models/x/model.onnx"))
 
 
 def settings(env: dict[str, str], cpus: int = 8, gpus: int = 0) -> ServerSettings:
     return ServerSettings.from_env(env, cpus=cpus, gpus=gpus)
+
+
+def for_model(s: ServerSettings, image_size: int = 224) -> ServerSettings:
+    """``s`` as the master resolves it for a model of ``image_size`` px."""
+    return s.for_model(Path("/models/x"), image_size, CHOICE)
 
 
 def test_defaults_follow_sagemaker() -> None:
@@ -29,6 +43,25 @@ def test_cpu_default_is_one_worker_using_every_core() -> None:
     s = settings({}, cpus=8)
     assert (s.device, s.workers, s.torch_threads, s.decode_threads) == ("cpu", 1, 8, 8)
     assert s.max_batch_size is None  # the batch follows the model's image size
+
+
+@pytest.mark.parametrize("image_size", [64, 224, 448])
+def test_the_master_resolves_the_cpu_batch_from_the_models_image_size(image_size: int) -> None:
+    s = for_model(settings({}), image_size)
+    assert s.batch_size == s.max_batch_size == cpu_batch_size(image_size)
+    assert (s.model_dir, s.model_choice) == (Path("/models/x"), CHOICE)
+    # execution-parameters: workers x max(8, the resolved batch), e.g. 1 x 8 at 224 px.
+    assert s.max_concurrent_transforms == s.workers * max(8, cpu_batch_size(image_size))
+
+
+def test_a_set_or_gpu_batch_size_is_kept_whatever_the_image_size() -> None:
+    assert for_model(settings({"DOGBREED_MAX_BATCH_SIZE": "3"}), 64).batch_size == 3
+    assert for_model(settings({}, cpus=16, gpus=4), 64).batch_size == 32
+
+
+def test_the_cpu_batch_size_is_unknown_until_resolved_for_the_model() -> None:
+    with pytest.raises(ConfigError, match="for_model"):
+        settings({}).batch_size  # noqa: B018
 
 
 def test_every_connection_of_a_spike_gets_a_thread_and_some_stay_free() -> None:
@@ -108,7 +141,7 @@ def test_environment_overrides() -> None:
 
 
 def test_an_asynchronous_endpoints_payload_limit_keeps_batch_transforms_rule() -> None:
-    s = ServerSettings.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024"}, cpus=2, gpus=0)
+    s = for_model(ServerSettings.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024"}, cpus=2, gpus=0))
     assert s.max_payload_bytes == 1024 * 1024 * 1024
     assert (s.batch_payload_mb, s.max_concurrent_transforms) == (100, 1)
 

@@ -20,11 +20,13 @@ from PIL import Image
 
 from dogbreed.artifact import load_artifact
 from dogbreed.imaging import eval_resize_size
+from dogbreed.serve.config import cpu_batch_size
 from dogbreed.train.dataset import ImageDataset
 from dogbreed.train.presets import eval_transform
 
 from .conftest import (
     CLASS_NAMES,
+    IMAGE_SIZE,
     SLIM_SERVE_BIN,
     Server,
     encode,
@@ -313,12 +315,21 @@ def test_unknown_routes_and_methods_answer_json(server: Server) -> None:
 def test_execution_parameters_match_the_server_limits(server: Server) -> None:
     response = requests.get(f"{server.url}/execution-parameters", timeout=5)
     assert response.status_code == 200
-    # 2 workers x 16 request threads; payload limit set to 1 MB for this server.
+    # 2 workers x max(8, the batch resolved for the model); payload limit set to 1 MB here.
     assert response.json() == {
-        "MaxConcurrentTransforms": 32,
+        "MaxConcurrentTransforms": 2 * max(8, cpu_batch_size(IMAGE_SIZE)),
         "BatchStrategy": "SINGLE_RECORD",
         "MaxPayloadInMB": 1,
     }
+
+
+def test_the_workers_batch_is_the_one_the_master_resolved(server: Server) -> None:
+    batch = f"batches of up to {cpu_batch_size(IMAGE_SIZE)}"
+    log = server.log().splitlines()
+    master = [line for line in log if "compute threads each" in line]
+    workers = [line for line in log if "ready:" in line]
+    assert len(master) == 1 and batch in master[0], master
+    assert workers and all(batch in line for line in workers), workers
 
 
 def test_the_server_logs_the_model_and_runtime_it_serves(server: Server, runtime: str) -> None:

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from dogbreed.serve import allocator
-from dogbreed.serve.config import REMOVED_SETTINGS, ServerSettings
-from dogbreed.serve.predictor import cpu_batch_size
+from dogbreed.serve.config import REMOVED_SETTINGS, ServerSettings, cpu_batch_size
 
 DOC = Path(__file__).parents[2] / "docs" / "serving.md"
 SERVE_SOURCES = sorted((Path(__file__).parents[2] / "src" / "dogbreed" / "serve").glob("*.py"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import os
@@ -17,19 +18,20 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from dogbreed.artifact import load_spec
 from dogbreed.serve.admission import Overloaded
 from dogbreed.serve.batcher import BatcherStopped
-from dogbreed.serve.config import ServerSettings
-from dogbreed.serve.predictor import InputError, Prediction, Predictor
+from dogbreed.serve.config import ConfigError, ServerSettings
+from dogbreed.serve.predictor import InputError, Predictor
 from dogbreed.serve.readiness import ReadyWorkers
-from dogbreed.serve.runtime import choose_model, load_runtime
+from dogbreed.serve.runtime import load_runtime
 from dogbreed.serve.tuning import (
     DEFAULT_TOP_K,
     MAX_BATCH_WAIT_S,
@@ -52,11 +54,13 @@ _TOP_K_ATTRIBUTE = re.compile(r"(?:^|[,;&\s])top_k\s*=\s*([^,;&\s]*)")
 class ApiError(Exception):
     """A request the server refuses, with its HTTP status and a message naming the problem."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
-        self.headers = headers or {}
+
+
+class ModelLoading(Exception):
+    """An invocation that came before this worker's model was loaded and warmed up."""
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -127,6 +131,101 @@ def images_from_json(body: bytes, max_images: int) -> tuple[list[bytes], list[st
     return [decode_base64(text, name) for text, name in zip(images, names, strict=True)], names
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """An /invocations request, validated: its images, their names for error messages, top_k."""
+
+    images: list[bytes]
+    names: list[str]
+    top_k: int
+
+
+def check_media_types(request: Request) -> None:
+    """Refuse an ``Accept`` that excludes JSON (406) and a ``Content-Type`` not served (415)."""
+    if request.accept_mimetypes and not request.accept_mimetypes.best_match([JSON]):
+        raise ApiError(
+            406,
+            f"cannot answer with Accept: {request.headers.get('Accept')}; responses are {JSON}",
+        )
+    if request.mimetype not in (*IMAGE_TYPES, JSON):
+        raise ApiError(
+            415,
+            f"unsupported Content-Type {request.content_type or '(none)'!r}; "
+            f"send one of {', '.join((*IMAGE_TYPES, JSON))}",
+        )
+
+
+def parse_invocation(request: Request, max_payload_bytes: int, num_classes: int) -> Invocation:
+    """Validate an /invocations request and take its images out of the body, or raise why not."""
+    check_media_types(request)
+    top_k = parse_top_k(
+        request.headers.get(CUSTOM_ATTRIBUTES),
+        request.args.getlist("top_k"),
+        DEFAULT_TOP_K,
+        num_classes,
+    )
+    body = request.get_data(cache=False)
+    if len(body) > max_payload_bytes:
+        raise RequestEntityTooLarge()
+    if not body:
+        raise ApiError(400, "the request body is empty: send an image or a JSON document")
+    if request.mimetype == JSON:
+        return Invocation(*images_from_json(body, MAX_IMAGES_PER_REQUEST), top_k)
+    return Invocation([body], ["image"], top_k)
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """How the app answers an exception type, in JSON (:func:`error_response`)."""
+
+    status: int | None = None  # None: the exception's own (own_status)
+    message: str | None = None  # a template of exc and settings; None: the exception's own
+    retry_after: str | None = None  # the Retry-After header, a template too; None: no header
+    log: bool = False  # log the traceback: an error of the server's, not the request's
+
+    def answer(self, exc: Exception, settings: ServerSettings) -> Response:
+        """The JSON error response for ``exc``."""
+        if self.log:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+        fields = {"exc": exc, "settings": settings}
+        message = own_message(exc) if self.message is None else self.message.format(**fields)
+        retry = self.retry_after
+        headers = None if retry is None else {"Retry-After": retry.format(**fields)}
+        return error_response(self.status or own_status(exc), message, headers)
+
+
+def own_status(exc: Exception) -> int:
+    """The status an exception carries: an HTTPException's code, else its ``status`` (or 500)."""
+    if isinstance(exc, HTTPException):
+        return exc.code or 500
+    return getattr(exc, "status", 500)
+
+
+def own_message(exc: Exception) -> str:
+    """The message an exception carries: an HTTPException's description (or name), else its text."""
+    if isinstance(exc, HTTPException):
+        return exc.description or exc.name
+    return str(exc)
+
+
+#: Every error the app answers, as JSON; Flask takes the rule of the most specific type.
+ERROR_RULES: dict[type[Exception], ErrorRule] = {
+    ApiError: ErrorRule(),
+    InputError: ErrorRule(),
+    HTTPException: ErrorRule(),
+    RequestEntityTooLarge: ErrorRule(
+        413,
+        "the request body exceeds the {settings.max_payload_bytes:,}-byte limit "
+        "(SAGEMAKER_MAX_PAYLOAD_IN_MB)",
+    ),
+    ModelLoading: ErrorRule(503, "the model is still loading", retry_after="1"),
+    Overloaded: ErrorRule(503, retry_after="{exc.retry_after_s}"),
+    FutureTimeout: ErrorRule(503, "inference did not finish within {settings.timeout_s}s", "1"),
+    BatcherStopped: ErrorRule(503, "the server is shutting down"),
+    Exception: ErrorRule(500, "internal error: {exc.__class__.__name__}", log=True),
+}
+
+
 class ModelState:
     """The worker's predictor, set once it is loaded and warmed up."""
 
@@ -134,47 +233,57 @@ class ModelState:
         self.predictor: Predictor | None = None
         self.loaded_in_s: float | None = None
 
+    def ready_predictor(self) -> Predictor:
+        """The predictor, or :class:`ModelLoading` while it loads."""
+        if self.predictor is None:
+            raise ModelLoading()
+        return self.predictor
+
     def stop(self) -> None:
         """End the inference thread after what is queued (a no-op while still loading)."""
         if self.predictor is not None:
-            self.predictor.batcher.stop()
+            self.predictor.stop()
             log.info(
                 "worker %d: inference thread stopped after %d batches",
                 os.getpid(),
-                self.predictor.batcher.batches_run,
+                self.predictor.batches_run,
             )
 
     def load(self, settings: ServerSettings, device: str) -> None:
+        """Load the model the master chose on ``device``, warm it up, then serve with it."""
         start = time.perf_counter()
-        spec = load_spec(settings.model_dir)
-        choice = settings.model_choice or choose_model(
-            settings.model_dir, settings.runtime, settings.precision, settings.device
-        )
-        runtime = load_runtime(choice, spec, device, settings.torch_threads)
-        predictor = Predictor(
-            runtime,
-            spec,
-            max_batch_size=settings.max_batch_size,
-            max_batch_wait_s=MAX_BATCH_WAIT_S,
-            max_image_pixels=MAX_IMAGE_PIXELS,
-            preprocess_on_requests=settings.preprocess_on_requests,
-            decode_slots=settings.decode_threads,
-            timeout_s=settings.timeout_s,
-            max_queue_wait_s=settings.max_queue_wait_s,
-            max_waiting_requests=settings.max_waiting_requests,
-        )
-        predictor.warm_up(runtime.warm_batches)
+        predictor = build_predictor(settings, device)
+        predictor.warm_up(predictor.runtime.warm_batches)
         self.loaded_in_s = time.perf_counter() - start
         self.predictor = predictor
         log.info(
             "worker %d ready: %s; %d classes, image size %d, batches of up to %d, loaded in %.1fs",
             os.getpid(),
-            runtime.description,
+            predictor.runtime.description,
             predictor.num_classes,
-            spec.image_size,
-            predictor.batcher.max_batch_size,
+            predictor.spec.image_size,
+            predictor.max_batch_size,
             self.loaded_in_s,
         )
+
+
+def build_predictor(settings: ServerSettings, device: str) -> Predictor:
+    """The predictor for the model and batch size the master chose (ServerSettings.for_model)."""
+    if settings.model_choice is None:
+        raise ConfigError("no model chosen: the master chooses it (ServerSettings.for_model)")
+    spec = load_spec(settings.model_dir)
+    return Predictor(
+        load_runtime(settings.model_choice, spec, device, settings.torch_threads),
+        spec,
+        max_batch_size=settings.batch_size,
+        max_batch_wait_s=MAX_BATCH_WAIT_S,
+        max_image_pixels=MAX_IMAGE_PIXELS,
+        preprocess_on_requests=settings.preprocess_on_requests,
+        decode_slots=settings.decode_threads,
+        timeout_s=settings.timeout_s,
+        max_queue_wait_s=settings.max_queue_wait_s,
+        max_waiting_requests=settings.max_waiting_requests,
+    )
 
 
 def worker_device(settings: ServerSettings) -> str:
@@ -215,6 +324,37 @@ def start_loading(
     threading.Thread(target=run, name="dogbreed-model-loader", daemon=True).start()
 
 
+def ping_response(state: ModelState, ready_workers: ReadyWorkers | None) -> Response:
+    """/ping: 200 once this worker (with ``ready_workers``: every worker) is ready, else 503."""
+    if state.predictor is None:
+        return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
+    if ready_workers is not None and not ready_workers.all_ready():
+        body = {
+            "status": "loading",
+            "workers_ready": ready_workers.count(),
+            "workers": ready_workers.workers,
+        }
+        return json_response(body, 503, {"Retry-After": "1"})
+    return json_response({"status": "ready"})
+
+
+def batch_transform_parameters(settings: ServerSettings) -> dict[str, int | str]:
+    """/execution-parameters: batch transform's settings, from the server's real limits."""
+    return {
+        "MaxConcurrentTransforms": settings.max_concurrent_transforms,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": settings.batch_payload_mb,
+    }
+
+
+def echo_custom_attributes(response: Response) -> Response:
+    """Return the request's custom-attributes header on the response, as SageMaker expects."""
+    attributes = request.headers.get(CUSTOM_ATTRIBUTES)
+    if attributes is not None:
+        response.headers[CUSTOM_ATTRIBUTES] = attributes
+    return response
+
+
 def _exit_boot_error() -> None:
     os._exit(WORKER_BOOT_ERROR)
 
@@ -237,115 +377,23 @@ def create_app(
     app.extensions[MODEL_STATE] = state
     start_loading(state, settings, ready_workers, on_load_failure)
 
-    def ready_predictor() -> Predictor:
-        if state.predictor is None:
-            raise ApiError(503, "the model is still loading", {"Retry-After": "1"})
-        return state.predictor
-
     @app.get("/ping")
     def ping() -> Response:
-        if state.predictor is None:
-            return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
-        if ready_workers is not None and not ready_workers.all_ready():
-            body = {
-                "status": "loading",
-                "workers_ready": ready_workers.count(),
-                "workers": ready_workers.workers,
-            }
-            return json_response(body, 503, {"Retry-After": "1"})
-        return json_response({"status": "ready"})
+        return ping_response(state, ready_workers)
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:
-        return json_response(
-            {
-                "MaxConcurrentTransforms": settings.max_concurrent_transforms,
-                "BatchStrategy": "SINGLE_RECORD",
-                "MaxPayloadInMB": settings.batch_payload_mb,
-            }
-        )
+        return json_response(batch_transform_parameters(settings))
 
     @app.post("/invocations")
     def invocations() -> Response:
-        predictor = ready_predictor()
-        with predictor.batcher.announce():  # a partial batch may wait for this request
-            predictions = predict_request(predictor)
+        predictor = state.ready_predictor()
+        with predictor.announce_request():
+            call = parse_invocation(request, settings.max_payload_bytes, predictor.num_classes)
+            predictions = predictor.predict(call.images, call.top_k, call.names)
         return json_response({"predictions": [[p.as_dict() for p in row] for row in predictions]})
 
-    def predict_request(predictor: Predictor) -> list[list[Prediction]]:
-        """Validate the request, decode its images, return their top-k."""
-        if request.accept_mimetypes and not request.accept_mimetypes.best_match([JSON]):
-            raise ApiError(
-                406,
-                f"cannot answer with Accept: {request.headers.get('Accept')}; responses are {JSON}",
-            )
-        content_type = request.mimetype
-        if content_type not in (*IMAGE_TYPES, JSON):
-            raise ApiError(
-                415,
-                f"unsupported Content-Type {request.content_type or '(none)'!r}; "
-                f"send one of {', '.join((*IMAGE_TYPES, JSON))}",
-            )
-        top_k = parse_top_k(
-            request.headers.get(CUSTOM_ATTRIBUTES),
-            request.args.getlist("top_k"),
-            DEFAULT_TOP_K,
-            predictor.num_classes,
-        )
-        body = request.get_data(cache=False)
-        if len(body) > settings.max_payload_bytes:
-            raise RequestEntityTooLarge()
-        if not body:
-            raise ApiError(400, "the request body is empty: send an image or a JSON document")
-        if content_type == JSON:
-            images, names = images_from_json(body, MAX_IMAGES_PER_REQUEST)
-        else:
-            images, names = [body], ["image"]
-        return predictor.predict(images, top_k, names)
-
-    @app.after_request
-    def echo_custom_attributes(response: Response) -> Response:
-        attributes = request.headers.get(CUSTOM_ATTRIBUTES)
-        if attributes is not None:
-            response.headers[CUSTOM_ATTRIBUTES] = attributes
-        return response
-
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.message, exc.headers)
-
-    @app.errorhandler(InputError)
-    def input_error(exc: InputError) -> Response:
-        return error_response(exc.status, str(exc))
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        if status == 413:
-            message = (
-                f"the request body exceeds the {settings.max_payload_bytes:,}-byte limit "
-                "(SAGEMAKER_MAX_PAYLOAD_IN_MB)"
-            )
-        else:
-            message = exc.description or exc.name
-        return error_response(status, message)
-
-    @app.errorhandler(Overloaded)
-    def overloaded(exc: Overloaded) -> Response:
-        return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
-
-    @app.errorhandler(FutureTimeout)
-    def inference_timeout(exc: FutureTimeout) -> Response:
-        message = f"inference did not finish within {settings.timeout_s}s"
-        return error_response(503, message, {"Retry-After": "1"})
-
-    @app.errorhandler(BatcherStopped)
-    def batcher_stopped(exc: BatcherStopped) -> Response:
-        return error_response(503, "the server is shutting down")
-
-    @app.errorhandler(Exception)
-    def unexpected_error(exc: Exception) -> Response:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(500, f"internal error: {type(exc).__name__}")
-
+    app.after_request(echo_custom_attributes)
+    for exc_type, rule in ERROR_RULES.items():
+        app.register_error_handler(exc_type, functools.partial(rule.answer, settings=settings))
     return app

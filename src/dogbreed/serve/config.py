@@ -9,11 +9,13 @@ out of the tcmalloc preload). docs/serving.md's settings table lists them; a tes
 module. Everything else is internal tuning: the constants in :mod:`.tuning`, each with the measurement that
 chose it. Defaults follow the hardware: on CPU one worker per ``DOGBREED_TORCH_THREADS`` cores so
 that intra-op threads x workers never exceed the cores this process may use; on GPU one worker per
-device (each worker batches for its own device).
+device (each worker batches for its own device). The batch size on CPU follows the model's image
+size: the master resolves it once, with the model it chose (:meth:`ServerSettings.for_model`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from dogbreed.child_env import safe_child_env
 from dogbreed.contract import (
     ASYNC_MAX_PAYLOAD_MB,
     BATCH_MAX_PAYLOAD_MB,
@@ -44,10 +47,33 @@ from dogbreed.serve.tuning import (
 
 #: SageMaker waits 60 s for an answer from /invocations.
 DEFAULT_TIMEOUT_S = 60
-#: Largest forward pass on GPU, where the CPU's mmap-ceiling rule (predictor.cpu_batch_size) does
-#: not apply: the best batch of bench_serve's in-process pipeline on CPU (benchmarks/README.md);
-#: not yet measured on a GPU (make gpu-check reports the server there).
+#: Largest forward pass on GPU, where the CPU's mmap-ceiling rule (cpu_batch_size) does not
+#: apply: the best batch of bench_serve's in-process pipeline on CPU (benchmarks/README.md); not
+#: yet measured on a GPU (make gpu-check reports the server there).
 DEFAULT_GPU_MAX_BATCH_SIZE = 32
+#: glibc's malloc maps blocks larger than this afresh on every allocation (its mmap threshold's
+#: ceiling on 64-bit), so an activation above it page-faults in on every forward pass.
+MMAP_CEILING_BYTES = 32 << 20
+
+
+def stem_activation_bytes(image_size: int) -> int:
+    """Bytes of ResNet18's largest activation for one float32 image: the stem's 64 x (size/2)^2."""
+    side = -(-image_size // 2)
+    return 64 * side * side * 4
+
+
+def cpu_batch_size(image_size: int, cap: int = 16) -> int:
+    """The default CPU batch: the largest power of two (<= ``cap``) whose stem activation stays
+    under :data:`MMAP_CEILING_BYTES`; 8 at 224 px.
+
+    Measured on 2 cores at 224 px: batches of 16 (a 51 MB activation) took ~1,770 page faults per
+    image, and once the server had run them its batches of 8 slowed down too (concurrency 8:
+    60 img/s after a concurrency-16 phase, against 68 with batches capped at 8).
+    """
+    batch = 1
+    while batch * 2 <= cap and batch * 2 * stem_activation_bytes(image_size) <= MMAP_CEILING_BYTES:
+        batch *= 2
+    return batch
 
 
 def preprocess_on_request_threads(device: str) -> bool:
@@ -114,7 +140,12 @@ def cuda_device_count() -> int:
     count = "import torch; print(torch.cuda.device_count())"
     try:
         result = subprocess.run(
-            [sys.executable, "-c", count], capture_output=True, text=True, timeout=300, check=True
+            [sys.executable, "-c", count],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            env=safe_child_env(os.environ),
         )
         return int(result.stdout.split()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
@@ -220,7 +251,7 @@ class ServerSettings:
     timeout_s: int
     max_queue_wait_s: float  # admission: shed a request whose estimated queue wait exceeds this
     max_payload_bytes: int
-    max_batch_size: int | None  # None: chosen per model on CPU (predictor.cpu_batch_size)
+    max_batch_size: int | None  # the setting, GPU's 32, or on CPU None until for_model resolves it
     runtime: str = "auto"  # DOGBREED_RUNTIME: auto, onnx or torch (serve/runtime.py)
     precision: str = "auto"  # DOGBREED_PRECISION: auto, int8 or fp32 (ONNX Runtime)
     model_choice: ModelChoice | None = None  # what the master chose to serve, for the workers
@@ -250,10 +281,17 @@ class ServerSettings:
         return max(1, self.threads - max(1, self.threads // 16))
 
     @property
+    def batch_size(self) -> int:
+        """Every worker's largest forward pass, once resolved for the model (:meth:`for_model`)."""
+        if self.max_batch_size is None:
+            raise ConfigError("the CPU batch size follows the model: resolve it with for_model")
+        return self.max_batch_size
+
+    @property
     def max_concurrent_transforms(self) -> int:
         """Concurrent requests that keep every worker's batches full (batch transform's hint),
         within SageMaker's rule MaxConcurrentTransforms x MaxPayloadInMB <= 100."""
-        wanted = self.workers * max(8, self.max_batch_size or 16)
+        wanted = self.workers * max(8, self.batch_size)
         return max(1, min(wanted, BATCH_MAX_PAYLOAD_MB // self.batch_payload_mb))
 
     @property
@@ -274,7 +312,7 @@ class ServerSettings:
         cpus = available_cpus() if cpus is None else cpus
         gpus = cuda_device_count() if gpus is None else gpus
         workers, torch_threads = workers_and_torch_threads(env, cpus, gpus)
-        # On CPU the default depends on the model's image size: the worker picks it (cpu_batch_size).
+        # On CPU the default depends on the model's image size: for_model resolves it.
         default_batch = DEFAULT_GPU_MAX_BATCH_SIZE if gpus else 0
         max_batch_size = _int(env, ("DOGBREED_MAX_BATCH_SIZE",), default_batch)
         timeout_s = _int(env, TIMEOUT, DEFAULT_TIMEOUT_S)
@@ -292,4 +330,12 @@ class ServerSettings:
             max_batch_size=max_batch_size or None,
             runtime=_choice(env, "DOGBREED_RUNTIME", RUNTIMES),
             precision=_choice(env, "DOGBREED_PRECISION", PRECISIONS),
+        )
+
+    def for_model(self, model_dir: Path, image_size: int, choice: ModelChoice) -> ServerSettings:
+        """These settings for the model the master chose: where it is, which runtime and file serve
+        it, and the batch size (on CPU by default :func:`cpu_batch_size` of its image size)."""
+        batch = self.max_batch_size or cpu_batch_size(image_size)
+        return dataclasses.replace(
+            self, model_dir=model_dir, model_choice=choice, max_batch_size=batch
         )

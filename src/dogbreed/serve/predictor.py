@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +27,6 @@ from dogbreed.serve.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-#: glibc's malloc maps blocks larger than this afresh on every allocation (its mmap threshold's
-#: ceiling on 64-bit), so an activation above it page-faults in on every forward pass.
-MMAP_CEILING_BYTES = 32 << 20
 #: Formats the server decodes, whatever image content type the client declared.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
@@ -57,26 +55,6 @@ class Prediction:
             "class_index": self.class_index,
             "probability": self.probability,
         }
-
-
-def stem_activation_bytes(image_size: int) -> int:
-    """Bytes of ResNet18's largest activation for one float32 image: the stem's 64 x (size/2)^2."""
-    side = -(-image_size // 2)
-    return 64 * side * side * 4
-
-
-def cpu_batch_size(image_size: int, cap: int = 16) -> int:
-    """The default CPU batch: the largest power of two (<= ``cap``) whose stem activation stays
-    under :data:`MMAP_CEILING_BYTES`; 8 at 224 px.
-
-    Measured on 2 cores at 224 px: batches of 16 (a 51 MB activation) took ~1,770 page faults per
-    image, and once the server had run them its batches of 8 slowed down too (concurrency 8:
-    60 img/s after a concurrency-16 phase, against 68 with batches capped at 8).
-    """
-    batch = 1
-    while batch * 2 <= cap and batch * 2 * stem_activation_bytes(image_size) <= MMAP_CEILING_BYTES:
-        batch *= 2
-    return batch
 
 
 def decode_image(data: bytes, max_pixels: int, resize_to: int, what: str = "image") -> Image.Image:
@@ -141,8 +119,9 @@ class Predictor:
     - ``preprocess_on_requests=True`` (the GPU default): on the request threads, ``decode_slots``
       at a time, overlapping with the forward pass on the device.
 
-    ``max_batch_size=None`` takes :func:`cpu_batch_size` for the model's image size.
-    ``max_queue_wait_s`` and ``max_waiting_requests`` are the admission limits (no limit: None).
+    ``max_batch_size`` is the largest forward pass (the server resolves it in its master:
+    :meth:`~dogbreed.serve.config.ServerSettings.for_model`). ``max_queue_wait_s`` and
+    ``max_waiting_requests`` are the admission limits (no limit: None).
     """
 
     def __init__(
@@ -150,7 +129,7 @@ class Predictor:
         runtime: Runtime,
         spec: ModelSpec,
         *,
-        max_batch_size: int | None,
+        max_batch_size: int,
         max_batch_wait_s: float = 0.0,
         max_image_pixels: int,
         preprocess_on_requests: bool = False,
@@ -168,7 +147,7 @@ class Predictor:
         self._decode_slots = threading.BoundedSemaphore(decode_slots)
         self.batcher = Batcher(
             self._forward_rows,
-            max_batch_size or cpu_batch_size(spec.image_size),
+            max_batch_size,
             max_batch_wait_s,
             prepare=self._prepare_input,
             on_start=runtime.start_thread,
@@ -182,6 +161,24 @@ class Predictor:
     @property
     def num_classes(self) -> int:
         return self.spec.num_classes
+
+    @property
+    def max_batch_size(self) -> int:
+        """The largest forward pass the inference thread forms."""
+        return self.batcher.max_batch_size
+
+    @property
+    def batches_run(self) -> int:
+        """Forward passes run so far."""
+        return self.batcher.batches_run
+
+    def announce_request(self) -> AbstractContextManager[None]:
+        """Within this block a request is on its way: a partial batch may wait (briefly) for it."""
+        return self.batcher.announce()
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the inference thread."""
+        self.batcher.stop()
 
     def preprocess(self, data: bytes, what: str = "image") -> np.ndarray:
         """Decode and preprocess one image exactly as the training job's evaluation does."""
@@ -218,7 +215,7 @@ class Predictor:
             if not self.preprocess_on_requests:
                 encoded = [EncodedImage(d, n) for d, n in zip(images, names, strict=True)]
                 return np.stack(self.batcher.run(encoded, self.timeout_s))
-            step = self.batcher.max_batch_size
+            step = self.max_batch_size
             rows: list[np.ndarray] = []
             for start in range(0, len(images), step):
                 chunk = zip(images[start : start + step], names[start : start + step], strict=True)
@@ -254,10 +251,10 @@ class Predictor:
         self.batcher.service_time.restart()  # measured from warm batches, not the cold first one
         blank = np.zeros((3, size, size), dtype=np.float32)
         for _ in range(rounds):
-            self.batcher.run([blank] * self.batcher.max_batch_size)
+            self.batcher.run([blank] * self.max_batch_size)
         log.info(
             "warm-up done (%s): 1 image, %d batches of %d",
             self.runtime.description,
             rounds,
-            self.batcher.max_batch_size,
+            self.max_batch_size,
         )

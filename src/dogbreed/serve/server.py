@@ -7,10 +7,10 @@ of them free under any load.
 
 The master process stays light: it reads the settings, checks that the model directory holds a
 readable ``model.json``, chooses the runtime and model file (:mod:`dogbreed.serve.runtime`) and
-forks the workers; each worker loads the model itself (thread pools and CUDA contexts do not
-survive a fork). SIGTERM stops accepting connections and lets
-in-flight requests finish (within ``GRACEFUL_TIMEOUT_S``); then each worker's inference thread
-ends.
+the batch size (:meth:`~dogbreed.serve.config.ServerSettings.for_model`), and forks the workers;
+each worker loads the model itself (thread pools and CUDA contexts do not survive a fork).
+SIGTERM stops accepting connections and lets in-flight requests finish (within
+``GRACEFUL_TIMEOUT_S``); then each worker's inference thread ends.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 def check_model_dir(settings: ServerSettings) -> ServerSettings:
     """Fail fast, in the master, on a missing or malformed artifact; extract a tarball once; choose
-    the runtime and model file that the workers load."""
+    the runtime and model file that the workers load, and their batch size."""
     from dogbreed.artifact import load_spec, resolve_model_dir
     from dogbreed.serve.runtime import choose_model
 
@@ -137,10 +137,11 @@ def check_model_dir(settings: ServerSettings) -> ServerSettings:
     choice = choose_model(model_dir, settings.runtime, settings.precision, settings.device)
     if not choice.model_file.is_file():
         raise ArtifactError(f"no {choice.model_file.name} in {model_dir}")
+    settings = settings.for_model(model_dir, spec.image_size, choice)
     log.info(
         "model %s: %d classes, image size %d; serving %s with %s; %d %s worker(s) x %d threads, "
-        "%d compute threads each; queue limits per worker: %d requests, %gs wait; memory "
-        "allocator: %s",
+        "%d compute threads each, batches of up to %d; queue limits per worker: %d requests, "
+        "%gs wait; memory allocator: %s",
         model_dir,
         spec.num_classes,
         spec.image_size,
@@ -150,11 +151,12 @@ def check_model_dir(settings: ServerSettings) -> ServerSettings:
         settings.device,
         settings.threads,
         settings.torch_threads,
+        settings.batch_size,
         settings.max_waiting_requests,
         settings.max_queue_wait_s,
         allocator_in_use(),
     )
-    return dataclasses.replace(settings, model_dir=model_dir, model_choice=choice)
+    return settings
 
 
 #: File descriptors a worker needs besides its connections (listener, logs, pipes, libraries).
