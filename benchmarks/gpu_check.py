@@ -47,8 +47,7 @@ from dogbreed.hyperparams import Hyperparameters
 from dogbreed.metrics import METRIC_NAMES, parse_metric_line
 from dogbreed.model import build_model
 from dogbreed.serve.allocator import allocator_in_use
-from dogbreed.serve.config import ServerSettings, available_cpus
-from dogbreed.serve.predictor import cpu_batch_size
+from dogbreed.serve.config import ServerSettings, available_cpus, cpu_batch_size
 from dogbreed.train.dataset import ImageDataset
 from dogbreed.train.distributed import World
 from dogbreed.train.job import transit_plan

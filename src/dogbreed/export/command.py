@@ -28,8 +28,22 @@ from dogbreed.image_folders import find_split_dirs
 log = logging.getLogger("dogbreed.export")
 
 
+def forget_pinned_google_namespace() -> None:
+    """Let ``google.protobuf`` be found along ``sys.path``, the ONNX site first.
+
+    protobuf 3.20's ``-nspkg.pth`` in the main environment pins the ``google`` namespace to its own
+    folder at start-up. Python recomputes a namespace's folders when ``sys.path`` changes, which
+    the working folder joining it used to do; under ``PYTHONSAFEPATH`` (child_env.py) nothing
+    changes it, and onnx would meet protobuf 3.20. Forgotten, the namespace is found afresh.
+    """
+    google = sys.modules.get("google")
+    if google is not None and getattr(google, "__file__", None) is None:  # a namespace package
+        del sys.modules["google"]
+
+
 def missing_runtime() -> str | None:
     """Why onnx and onnxruntime cannot be imported here, or None when they can."""
+    forget_pinned_google_namespace()
     try:
         import onnx  # noqa: F401, PLC0415
         import onnxruntime  # noqa: F401, PLC0415
