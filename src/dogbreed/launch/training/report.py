@@ -5,6 +5,9 @@ Reads an smdebug trial (a local folder or ``s3://`` prefix, or the one a trainin
 session's S3 client: smdebug's own client would ignore ``--profile`` and ``--region``. With a job
 name it also reads the job's rule evaluation statuses and downloads the ProfilerReport rule's
 output when it exists; :func:`wait_for_profiler_report` first waits until that rule has finished.
+
+An S3 key is a name anyone who can write to the prefix chooses: a key whose local path would
+leave the target folder (``..``, a leading ``/``) is not written, and the report names it.
 """
 
 from __future__ import annotations
@@ -54,39 +57,85 @@ def debugger_output_of(job: dict[str, Any]) -> str:
     return f"{hook['S3OutputPath'].rstrip('/')}/{job['TrainingJobName']}/debug-output"
 
 
+def safe_local_path(root: Path, name: str) -> Path | None:
+    """``root / name`` when it stays inside ``root`` once resolved; None when ``name`` would leave
+    it (``..``, a leading ``/``, a link inside ``root`` that points out) or names ``root`` itself.
+    """
+    try:
+        base = root.resolve()
+        resolved = (base / name).resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+        return None
+    if resolved == base or not resolved.is_relative_to(base):
+        return None
+    return root / resolved.relative_to(base)
+
+
+#: How many skipped keys a warning names before it only counts the rest.
+NAMED_KEYS = 10
+
+
+@dataclass
+class Downloaded:
+    """What :func:`download_prefix` wrote, and the keys it skipped because they would leave it."""
+
+    target: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def warning(self) -> str | None:
+        """One line naming the skipped keys (``repr``: no control characters reach a terminal)."""
+        if not self.skipped:
+            return None
+        named = ", ".join(repr(key) for key in self.skipped[:NAMED_KEYS])
+        more = len(self.skipped) - NAMED_KEYS
+        return (
+            f"warning: skipped {len(self.skipped)} S3 object(s) whose key would be written "
+            f"outside {self.target}: {named}{f' and {more} more' if more > 0 else ''}"
+        )
+
+
 def download_prefix(
     s3: Any, uri: str, target: Path, keep: Callable[[str], bool] = lambda relative: True
-) -> list[Path]:
-    """Copy the objects under an ``s3://`` prefix whose relative key ``keep`` accepts."""
+) -> Downloaded:
+    """Copy the objects under an ``s3://`` prefix whose relative key ``keep`` accepts into
+    ``target``; a key that would land outside ``target`` is skipped (see :func:`safe_local_path`).
+    """
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     prefix = f"{prefix.strip('/')}/".lstrip("/")
-    files = []
+    result = Downloaded(target)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             relative = item["Key"][len(prefix) :]
             if not relative or relative.endswith("/") or not keep(relative):
                 continue
-            path = target / relative
+            path = safe_local_path(target, relative)
+            if path is None:
+                result.skipped.append(item["Key"])
+                continue
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as out:
                 shutil.copyfileobj(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"], out)
-            files.append(path)
-    return files
+            result.files.append(path)
+    return result
 
 
 @contextmanager
-def local_trial(path: str, aws: Aws | None) -> Iterator[str]:
-    """A local folder holding the trial: ``path``, or a temporary copy of an S3 trial made with
-    the session's S3 client (its profile, region and credentials), removed afterwards."""
+def local_trial(path: str, aws: Aws | None) -> Iterator[tuple[str, str | None]]:
+    """A local folder holding the trial and a warning naming the S3 keys skipped: ``path``, or a
+    temporary copy of an S3 trial made with the session's S3 client (its profile, region and
+    credentials), removed afterwards."""
     if not path.startswith("s3://"):
-        yield path
+        yield path, None
         return
     if aws is None:
         raise LaunchError("an s3:// trial needs AWS access (region, credentials)")
     with tempfile.TemporaryDirectory(prefix="dogbreed-trial-") as folder:
-        if not download_prefix(aws.client("s3"), path, Path(folder)):
-            raise LaunchError(f"{path}: no objects there (not an smdebug trial)")
-        yield folder
+        copied = download_prefix(aws.client("s3"), path, Path(folder))
+        if not copied.files:
+            skipped = f"; {copied.warning()}" if copied.skipped else ""
+            raise LaunchError(f"{path}: no objects there (not an smdebug trial){skipped}")
+        yield folder, copied.warning()
 
 
 def load_trial(path: str) -> Any:
@@ -235,11 +284,11 @@ def rule_lines(job: dict[str, Any]) -> list[str]:
     return [*lines, f"rules fired: {len(fired)} of {len(lines)}"]
 
 
-def fetch_profiler_report(aws: Aws, job: dict[str, Any], out_dir: Path) -> list[Path]:
+def fetch_profiler_report(aws: Aws, job: dict[str, Any], out_dir: Path) -> Downloaded:
     """Download ``<ProfilerConfig.S3OutputPath>/<job>/rule-output/ProfilerReport*`` if present."""
     base = job.get("ProfilerConfig", {}).get("S3OutputPath")
     if not base:
-        return []
+        return Downloaded(out_dir / "profiler-report")
     rule_output = f"{base.rstrip('/')}/{job['TrainingJobName']}/rule-output/"
     return download_prefix(
         aws.client("s3"),
@@ -318,7 +367,9 @@ def write_report(
         raise LaunchError("give a trial (local folder or s3:// prefix) or --job NAME")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir, lines=[f"trial: {trial_path}"])
-    with local_trial(trial_path, aws) as folder:
+    with local_trial(trial_path, aws) as (folder, skipped):
+        if skipped:
+            report.lines.append(skipped)
         trial = load_trial(folder)
         losses = loss_series(trial)
         norms = gradient_norms(trial)
@@ -335,12 +386,15 @@ def write_report(
     if job is not None and aws is not None:
         report.lines += rule_lines(job)
         fetched = fetch_profiler_report(aws, job, out_dir)
-        report.files += fetched
+        report.files += fetched.files
         report.lines.append(
-            f"profiler report: {len(fetched)} files in {out_dir / 'profiler-report'}"
-            if fetched
+            f"profiler report: {len(fetched.files)} files in {fetched.target}"
+            if fetched.files
             else "profiler report: not (yet) written for this job"
         )
+        warning = fetched.warning()
+        if warning:
+            report.lines.append(warning)
     summary = out_dir / SUMMARY_TXT
     summary.write_text(report.text + "\n")
     report.files.append(summary)
