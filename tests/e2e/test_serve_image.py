@@ -16,6 +16,8 @@ from dogbreed.imaging import eval_resize_size
 from dogbreed.train.dataset import ImageDataset
 from dogbreed.train.presets import eval_transform
 
+#: The unprivileged user both serving images run as (docker/serve*/Dockerfile).
+SERVER_UID = 10001
 #: SageMaker's goal for a model server: /ping 200 soon after `docker run ... serve` (CPU, here).
 COLD_START_GOAL_S = 10.0
 #: A hard ceiling for the test; the figure itself is reported against the goal above.
@@ -91,6 +93,10 @@ def test_serve_answers_ping_and_predicts_like_the_host(
         top1 = invoke(port, images[0], top_k=1)["predictions"][0]
         assert len(top1) == 1 and top1[0]["label"] == max(expected[0], key=expected[0].get)
         assert "memory allocator: tcmalloc" in server.read_logs()
+        # The master and every worker run unprivileged (docker top: the host's view).
+        top = run(["docker", "top", server.name, "-o", "uid,pid,args"], timeout=60)
+        uids = {line.split()[0] for line in top.stdout.splitlines()[1:]}
+        assert top.returncode == 0 and uids == {str(SERVER_UID)}, top.stdout
 
 
 def test_serve_honours_bind_to_port_and_stops_on_sigterm(serve_image: str, model_dir: Path) -> None:
@@ -131,6 +137,7 @@ def test_serve_needs_no_network(serve_image: str, model_dir: Path) -> None:
 
 def test_serve_loads_a_model_tarball(serve_image: str, model_dir: Path, scratch_dir: Path) -> None:
     """``serve --model-dir model.tar.gz``: the artifact as SageMaker stores it in S3."""
+    scratch_dir.chmod(0o755)  # the server's uid enters it, as it enters SageMaker's /opt/ml/model
     tarball = scratch_dir / "model.tar.gz"
     made = run(["tar", "-czf", str(tarball), "-C", str(model_dir), "model.pt", "model.json"])
     assert made.returncode == 0, made.stderr
