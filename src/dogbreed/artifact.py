@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tarfile
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dogbreed.archives import MODEL_ARCHIVE, ArchiveError, extract_to_temporary
 from dogbreed.atomic import write_atomically
 from dogbreed.contract import ARCHITECTURE
 
@@ -96,29 +94,22 @@ def save_spec(model_dir: Path, spec: ModelSpec) -> None:
 
 
 def _extract_tarball(tarball: Path) -> Path:
-    """Extract the regular files of ``tarball`` into a new temporary folder.
+    """Extract the regular files of ``tarball`` into a new temporary folder, under the bounds of
+    :mod:`dogbreed.archives` (caps checked from the headers before anything is written, sparse
+    members refused; links, devices and paths that would leave the folder skipped).
 
-    Links, devices and paths that would leave the folder are skipped. Written by hand rather
-    than with ``extractall(filter="data")``, which Debian bookworm's Python 3.11.2 lacks.
+    The folder is removed on failure, and when this process exits (not when a fork of it does:
+    the server's workers load from the folder its master extracted).
     """
-    target = Path(tempfile.mkdtemp(prefix="dogbreed-model-"))
     try:
-        with tarfile.open(tarball) as tar:
-            for member in tar:
-                parts = PurePosixPath(member.name).parts
-                if not member.isfile() or member.name.startswith("/") or ".." in parts:
-                    continue
-                destination = target.joinpath(*[p for p in parts if p != "."])
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as source, open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)
-    except (tarfile.TarError, OSError) as exc:
+        return extract_to_temporary(tarball, prefix="dogbreed-model-", limits=MODEL_ARCHIVE)
+    except ArchiveError as exc:
         raise ArtifactError(f"cannot extract {tarball}: {exc}") from exc
-    return target
 
 
 def resolve_model_dir(path: Path) -> Path:
-    """A directory holding the artifact; a ``.tar.gz`` (or a dir holding only one) is extracted."""
+    """A directory holding the artifact; a ``.tar.gz`` (or a dir holding only one) is extracted,
+    into a folder removed when this process exits."""
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         return _extract_tarball(path)
     if path.is_dir() and not (path / SPEC_FILE).exists() and (path / "model.tar.gz").exists():
