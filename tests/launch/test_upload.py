@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import resource
 import socket
 import urllib.request
 import zipfile
@@ -18,6 +20,7 @@ from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
+from dogbreed.archives import ArchiveError, Limits, read_bounded
 from dogbreed.launch.cli.main import main
 from dogbreed.launch.data import upload
 from dogbreed.launch.data.progress import Progress
@@ -358,3 +361,128 @@ def test_progress_on_a_terminal_redraws_one_line():
         "\r[########################] 2/2 files  2.0/2.0 MB  1.0 MB/s"
         "\r[########################] 2/2 files  2.0/2.0 MB  1.0 MB/s\n"
     )
+
+
+# --- hostile files and names (issue 23, finding 6) -------------------------------------------
+
+MIB = 1 << 20
+
+
+def write_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_symlinks_are_skipped_and_counted_never_followed(calls, tmp_path, capsys):
+    """On da1db7c the link to the credentials file was sent, with that file's 53 bytes, as
+    train/001.Affenpinscher/creds.jpg (and a linked class folder failed the layout check)."""
+    files = images()
+    data = write_folder(tmp_path / "data", files)
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_secret_access_key = SECRET-DO-NOT-SEND\n")
+    (data / "train/001.Affenpinscher/creds.jpg").symlink_to(credentials)
+    s3().create_bucket(Bucket=BUCKET)
+    assert main(["upload", str(data), DEST]) == 0
+    assert "18 images" in (out := capsys.readouterr().out) and "skipped 1 symlinks" in out
+    assert stored() == {f"dogImages/{name}": data for name, data in files.items()}
+
+    write_folder(tmp_path / "elsewhere", {"c.jpg": tiny_jpeg(1)})
+    (data / "train/004.Akita").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert main(["upload", str(data), DEST]) == 0
+    assert "18 images" in (out := capsys.readouterr().out) and "skipped 2 symlinks" in out
+    assert "uploaded 0 files" in out
+
+
+def test_a_name_that_is_not_utf8_is_refused_naming_the_file(calls, tmp_path, capsys):
+    """On da1db7c: accepted, then a raw UnicodeEncodeError when its key was sent."""
+    data = write_folder(tmp_path / "data", images())
+    with open(os.fsencode(data / "valid/002.Afghan_hound") + b"/caf\xe9.jpg", "wb") as out:
+        out.write(tiny_jpeg(3))
+    assert main(["upload", str(data), DEST, "--create-bucket"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing uploaded, names that cannot become S3 keys (1):" in err
+    assert "  - 'valid/002.Afghan_hound/caf\\udce9.jpg': not UTF-8 (rename it)" in err
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("a\nb.jpg", "a\\nb.jpg"),
+        ("\x1b[2Jx.jpg", "\\x1b[2Jx.jpg"),
+        ("x\u202egpj.jpg", "x\\u202egpj.jpg"),
+    ],
+    ids=["newline", "escape", "right-to-left-override"],
+)
+def test_names_with_control_characters_are_refused_shown_escaped(
+    name, shown, calls, tmp_path, capsys
+):
+    """On da1db7c each was uploaded under a key holding that name as is."""
+    files = {**images(), f"train/001.Affenpinscher/{name}": tiny_jpeg(9)}
+    source = write_zip(tmp_path / "dogImages.zip", files)
+    assert main(["upload", str(source), DEST, "--create-bucket"]) == 1
+    err = capsys.readouterr().err
+    assert f"  - 'dogImages/train/001.Affenpinscher/{shown}': holds the control character " in err
+    assert all(ord(c) >= 32 and c not in "\u202e" for c in err.replace("\n", ""))
+    assert calls == []
+
+
+def test_names_that_would_leave_their_folder_never_become_keys(calls, tmp_path, capsys):
+    """A ``..`` part is skipped as a hidden name (so it was on da1db7c too); a leading ``/`` is
+    now refused by name (da1db7c refused it for its layout: no train/ at the top)."""
+    files = {**images(), "train/001.Affenpinscher/../../../../etc/x.jpg": tiny_jpeg(9)}
+    source = write_zip(tmp_path / "dogImages.zip", files, root="/dogImages/")
+    assert main(["upload", str(source), DEST, "--create-bucket"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "  - '/dogImages/train/001.Affenpinscher/a.jpg': leaves its folder (a leading / or " in err
+    )
+    assert calls == []
+    source = write_zip(tmp_path / "dogImages.zip", files)
+    assert main(["upload", str(source), DEST, "--create-bucket"]) == 0
+    assert "skipped 5 junk files" in capsys.readouterr().out
+    assert [key for _, key in calls if ".." in key] == []
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data set zip holding a 512 MiB member (zeros) deflated to ~0.5 MB, written streaming."""
+    path = write_zip(tmp_path_factory.mktemp("bomb") / "dogImages.zip", images())
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        name = "dogImages/train/001.Affenpinscher/bomb.jpg"
+        with archive.open(name, "w", force_zip64=True) as member:
+            for _ in range(512):
+                member.write(bytes(MIB))
+    assert path.stat().st_size < MIB
+    return path
+
+
+def test_a_zip_member_inflating_past_the_cap_is_refused_before_it_is_read(zip_bomb, calls, capsys):
+    """On da1db7c the 0.5 MB member was read whole: 512 MiB in memory (max RSS +1 GiB)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["upload", str(zip_bomb), DEST, "--create-bucket"]) == 1
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert "1 files over 64 MiB, the cap on an image: train/001.Affenpinscher/bomb.jpg" in (
+        capsys.readouterr().err
+    )
+    assert calls == [] and grown_mib < 64
+
+
+class Endless(io.RawIOBase):
+    """A stream that never ends, as a member whose header lies about its size reads."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:
+        buffer[:] = bytes(len(buffer))
+        return len(buffer)
+
+
+def test_reading_stops_at_the_cap_whatever_the_header_said():
+    limits = Limits("an image", 3 * MIB)
+    with pytest.raises(ArchiveError, match=r"'x.jpg' inflates past the cap on an image: 3,145,728"):
+        read_bounded(io.BufferedReader(Endless()), "x.jpg", limits)
+    assert read_bounded(io.BytesIO(bytes(3 * MIB)), "x.jpg", limits) == bytes(3 * MIB)

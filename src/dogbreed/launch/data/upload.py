@@ -25,6 +25,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from dogbreed.archives import ArchiveError
 from dogbreed.launch.data.progress import MB, Progress
 from dogbreed.launch.data.upload_source import DataSource, SourceFile, open_source
 from dogbreed.launch.errors import LaunchError
@@ -175,7 +176,7 @@ def send(
                 break
             try:
                 data = source.read(file)
-            except (OSError, zipfile.BadZipFile) as error:
+            except (OSError, zipfile.BadZipFile, ArchiveError) as error:  # an image past its cap
                 failures.append(f"{file.name}: cannot read it from {source.location}: {error}")
                 break
             key = prefix + file.key

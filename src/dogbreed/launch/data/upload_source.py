@@ -6,16 +6,26 @@ trainer reads (``validation/`` for ``valid/``, the rule of :mod:`dogbreed.splits
 files are sent under the split's own name. Junk that archivers and desktops add (``__MACOSX/``,
 ``.DS_Store``, ``._*`` AppleDouble files, other hidden files, ``Thumbs.db``) is skipped and
 counted, as the trainer skips it; every other problem is listed and nothing is sent.
+
+Hostile files: symlinks (to files or folders, in a folder or a zip) are skipped and counted,
+never followed; a name that is not UTF-8, holds a control character (newline, ESC, the
+right-to-left override...) or would leave its folder (``..``, a leading ``/``) is refused, named
+in its escaped form; an image over :data:`dogbreed.archives.MAX_IMAGE_BYTES` is refused, by its
+declared size and again while it is read (a zip member's header can lie).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from dogbreed.archives import IMAGE_ARCHIVE, read_bounded
 from dogbreed.contract import IMAGE_SUFFIXES, SPLITS
 from dogbreed.launch.errors import LaunchError
 from dogbreed.splits import SPLIT_NAMES, names_present
@@ -23,6 +33,12 @@ from dogbreed.splits import SPLIT_NAMES, names_present
 #: Names that are junk wherever they appear, besides anything starting with ``.``.
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 SHOWN = 10  # names shown per problem
+#: Invisible characters that reorder how a name is shown (U+202E turns "gpj.exe" around): the
+#: bidirectional marks, embeddings, overrides and isolates. Control characters (category Cc:
+#: newline, ESC...) are refused too.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 MB = 1e6
 
 Parts = tuple[str, ...]
@@ -47,6 +63,8 @@ class DataSource:
     classes: tuple[str, ...]
     junk: int
     read: Callable[[SourceFile], bytes]
+    #: Symlinks (and other non-regular files) skipped, not followed.
+    links: int = 0
 
     @property
     def size(self) -> int:
@@ -61,6 +79,7 @@ class DataSource:
             f"{self.location}: {len(self.classes)} classes, {len(self.files)} images "
             f"({per_split}), {self.size / MB:.1f} MB; skipped {self.junk} junk files "
             "(__MACOSX/, .DS_Store, ._*, hidden, Thumbs.db)"
+            + (f"; skipped {self.links} symlinks (not followed)" if self.links else "")
         )
 
 
@@ -68,21 +87,75 @@ class DataSource:
 def open_source(path: Path) -> Iterator[DataSource]:
     """The checked data set in the zip or folder at ``path``; a zip stays open while in use."""
     if path.is_dir():
-        entries = [
-            (p.relative_to(path).as_posix(), p.stat().st_size if p.is_file() else None)
-            for p in sorted(path.rglob("*"))
-        ]
-        yield scan(str(path), entries, lambda file: (path / file.name).read_bytes())
+        entries, links = folder_entries(path)
+        yield scan(str(path), entries, lambda file: read_file(path, file), links)
     elif path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
-            entries = [
-                (i.filename, None if i.is_dir() else i.file_size) for i in archive.infolist()
-            ]
-            yield scan(str(path), entries, lambda file: archive.read(file.name))
+            infos = archive.infolist()
+            kept = [i for i in infos if not stat.S_ISLNK(i.external_attr >> 16)]
+            entries = [(i.filename, None if i.is_dir() else i.file_size) for i in kept]
+
+            def read(file: SourceFile) -> bytes:
+                with archive.open(file.name) as member:
+                    return read_bounded(member, file.name, IMAGE_ARCHIVE)
+
+            yield scan(str(path), entries, read, len(infos) - len(kept))
     else:
         what = "is not a zip file" if path.exists() else "does not exist"
         raise LaunchError(
             f"{path} {what}: give dogImages.zip or a folder holding train/ valid/ test/"
+        )
+
+
+def folder_entries(path: Path) -> tuple[list[tuple[str, int | None]], int]:
+    """Each folder and regular file under ``path`` (relative name, size; None for a folder), and
+    how many symlinks and other non-regular files were skipped: none is followed."""
+    entries: list[tuple[str, int | None]] = []
+    links = 0
+    for root, folders, files in os.walk(path):  # a linked folder is listed, never entered
+        for name in sorted(folders + files):
+            full = Path(root, name)
+            info = full.lstat()
+            relative = full.relative_to(path).as_posix()
+            if stat.S_ISDIR(info.st_mode):
+                entries.append((relative, None))
+            elif stat.S_ISREG(info.st_mode):
+                entries.append((relative, info.st_size))
+            else:
+                links += 1
+    return sorted(entries), links
+
+
+def read_file(folder: Path, file: SourceFile) -> bytes:
+    """A file's bytes, bounded; refused (OSError ELOOP) if it became a symlink since the scan."""
+    descriptor = os.open(folder / file.name, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(descriptor, "rb") as stream:
+        return read_bounded(stream, file.name, IMAGE_ARCHIVE)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot become part of an S3 key, or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not UTF-8 (rename it)"
+    for char in name:
+        if unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS:
+            return f"holds the control character U+{ord(char):04X} (rename it)"
+    if name.startswith("/") or ".." in PurePosixPath(name).parts:
+        return "leaves its folder (a leading / or a .. part)"
+    return None
+
+
+def check_names(location: str, names: Iterable[str]) -> None:
+    """Refuse names that cannot be S3 keys; each is shown escaped (``repr``), never as is."""
+    refused = [f"{name!r}: {problem}" for name in names if (problem := name_problem(name))]
+    if refused:
+        listed = "\n".join(f"  - {line}" for line in refused[:SHOWN])
+        more = f"\n  and {len(refused) - SHOWN} more" if len(refused) > SHOWN else ""
+        raise LaunchError(
+            f"{location}: nothing uploaded, names that cannot become S3 keys ({len(refused)}):\n"
+            f"{listed}{more}"
         )
 
 
@@ -96,16 +169,22 @@ def junk_depth(parts: Parts) -> int:
 
 
 def scan(
-    location: str, entries: Iterable[tuple[str, int | None]], read: Callable[[SourceFile], bytes]
+    location: str,
+    entries: Iterable[tuple[str, int | None]],
+    read: Callable[[SourceFile], bytes],
+    links: int = 0,
 ) -> DataSource:
     """Check ``entries`` (path, size; None for a folder) and name the files to send.
 
-    Raises LaunchError listing every problem: no splits, a missing or doubled split, files
-    outside class folders, non-image files, empty class folders, class folders that differ.
+    Raises LaunchError naming every name that cannot be a key, else listing every problem: no
+    splits, a missing or doubled split, files outside class folders, non-image files, images
+    over the cap, empty class folders, class folders that differ.
     """
     files: dict[Parts, tuple[str, int]] = {}
     folders: set[Parts] = set()
     junk = 0
+    entries = list(entries)
+    check_names(location, (name for name, _ in entries if not is_junk(PurePosixPath(name).parts)))
     for name, size in entries:
         parts = PurePosixPath(name).parts
         if is_junk(parts):
@@ -124,6 +203,12 @@ def scan(
     for split, folder in split_folders.items():
         classes[split] = check_split(folder, folders, files, problems)
     problems += class_differences(classes)
+    cap = IMAGE_ARCHIVE.member_bytes
+    large = sorted("/".join(parts) for parts, (_, size) in files.items() if size > cap)
+    if large:
+        problems.append(
+            f"{len(large)} files over {cap / 2**20:.0f} MiB, the cap on an image: {shown(large)}"
+        )
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
         raise LaunchError(f"{location}: nothing uploaded, the data set has problems:\n{listed}")
@@ -138,6 +223,7 @@ def scan(
         classes=tuple(sorted(classes["train"])),
         junk=junk,
         read=read,
+        links=links,
     )
 
 
