@@ -15,7 +15,13 @@ from botocore.stub import Stubber
 from dogbreed.launch.cli.main import build_parser, main
 from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.training.report import wait_for_profiler_report
-from dogbreed.launch.training.watch import POLL_S, TRAINING_LOG_GROUP, log_source, show_logs
+from dogbreed.launch.training.watch import (
+    POLL_S,
+    TRAINING_LOG_GROUP,
+    LogReader,
+    log_source,
+    show_logs,
+)
 
 from .conftest import stub_dog_images, training_job_description
 from .test_poll import FakeClock
@@ -97,6 +103,43 @@ def test_logs_interleave_the_streams_of_a_job_by_timestamp(stub, capsys) -> None
         "[algo-1] algo-1 epoch 1",
         "[algo-2] algo-2 epoch 1",
     ]
+
+
+def test_logs_read_past_empty_pages_until_the_token_sent_comes_back(stub, capsys) -> None:
+    """GetLogEvents may answer an empty page in the middle of a stream (a time gap): only the
+    token sent coming back ends it (issue 20, item 2)."""
+    sm, logs = stub("sagemaker"), stub("logs")
+    describe_job(sm)
+    streams(logs, ALGO_1, prefix=f"{JOB}/")
+    events(logs, ALGO_1, [(1000, "epoch 1")], None, "f/1")
+    events(logs, ALGO_1, [], "f/1", "f/2")  # empty, but a new token: not the end
+    events(logs, ALGO_1, [], "f/2", "f/3")
+    events(logs, ALGO_1, [(9000, "epoch 2, an hour later")], "f/3", "f/4")
+    events(logs, ALGO_1, [], "f/4", "f/4")  # the token sent comes back: the end
+    assert main(["logs", JOB]) == 0
+    assert capsys.readouterr().out.splitlines() == ["epoch 1", "epoch 2, an hour later"]
+
+
+def test_one_read_of_a_stream_stops_after_its_page_and_time_bounds(stub, aws) -> None:
+    """A stream that keeps handing out new tokens is read at most ``max_pages`` pages or
+    ``max_s`` seconds a read; the next read goes on from the last token."""
+    logs = stub("logs")
+    clock = iter([0.0, 1.0, 2.0, 3.0, 100.0, 110.0, 130.0]).__next__
+    reader = LogReader(
+        aws.client("logs"), TRAINING_LOG_GROUP, f"{JOB}/", max_pages=3, max_s=25.0, clock=clock
+    )
+    streams(logs, ALGO_1, prefix=f"{JOB}/")
+    events(logs, ALGO_1, [(1, "a")], None, "f/1")
+    events(logs, ALGO_1, [(2, "b")], "f/1", "f/2")
+    events(logs, ALGO_1, [(3, "c")], "f/2", "f/3")  # page 3 of 3: stop here
+    assert [message for _, _, message in reader.read()] == ["a", "b", "c"]
+    assert reader.unfinished == [ALGO_1] and reader.tokens[ALGO_1] == "f/3"
+    # Read 2 starts at 100 s (bound: 125 s); its second page ends at 130 s: it stops there.
+    streams(logs, ALGO_1, prefix=f"{JOB}/")
+    events(logs, ALGO_1, [(4, "late 0")], "f/3", "f/4")
+    events(logs, ALGO_1, [(5, "late 1")], "f/4", "f/5")
+    assert [message for _, _, message in reader.read()] == ["late 0", "late 1"]
+    assert reader.unfinished == [ALGO_1] and reader.tokens[ALGO_1] == "f/5"
 
 
 def test_follow_reads_on_from_each_streams_token_and_stops_after_the_job_ends(

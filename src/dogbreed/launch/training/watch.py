@@ -37,6 +37,16 @@ TRAINING_ENDED = ("Completed", "Failed", "Stopped")
 #: How long ``logs --follow`` follows an endpoint, which never ends by itself, without --timeout.
 ENDPOINT_FOLLOW_S = 3600
 POLL_S = 10.0
+#: How far one read drains a stream. GetLogEvents ends a stream only by handing back the token it
+#: was sent; pages on the way may be empty or partial (a time gap in the stream), so an empty page
+#: is no end. A stream that keeps growing (an endpoint's, under traffic) or a long run of empty
+#: pages could keep a read going, so each read stops after this many pages or seconds, whichever
+#: comes first, and says so; following reads on from there. 500 pages hold up to 5 million events
+#: (10,000 each), far more than one training job prints. At GetLogEvents' quota (25 requests a
+#: second per account and region, shared with every reader) they take 20 s; 60 s leaves room for
+#: a slow link and throttled retries.
+MAX_PAGES_PER_READ = 500
+MAX_READ_S = 60.0
 HOST = re.compile(r"^(algo-\d+)-\d+$")  # a training stream's host, without its epoch suffix
 
 
@@ -54,12 +64,20 @@ class LogSource:
 
 @dataclass
 class LogReader:
-    """Reads the events that are new since its last read, from every stream under a prefix."""
+    """Reads the events that are new since its last read, from every stream under a prefix.
+
+    Each stream is read up to its end (the token sent comes back), at most ``max_pages`` pages and
+    ``max_s`` seconds per read; :attr:`unfinished` names the streams the last read left early.
+    """
 
     logs: Any
     group: str
     prefix: str
     tokens: dict[str, str | None] = field(default_factory=dict)
+    max_pages: int = MAX_PAGES_PER_READ
+    max_s: float = MAX_READ_S
+    clock: Callable[[], float] = time.monotonic
+    unfinished: list[str] = field(default_factory=list)
 
     def streams(self) -> list[str]:
         """The streams under the prefix, by name; none while the log group does not exist."""
@@ -81,7 +99,8 @@ class LogReader:
     def _new_events(self, stream: str) -> list[tuple[int, str, str]]:
         events: list[tuple[int, str, str]] = []
         token = self.tokens.get(stream)
-        while True:
+        deadline = self.clock() + self.max_s
+        for _ in range(self.max_pages):
             request: dict[str, Any] = {
                 "logGroupName": self.group,
                 "logStreamName": stream,
@@ -91,13 +110,19 @@ class LogReader:
                 request["nextToken"] = token
             page = self.logs.get_log_events(**request)
             events += [(e["timestamp"], stream, e["message"]) for e in page["events"]]
-            if not page["events"] or page["nextForwardToken"] == token:
-                self.tokens[stream] = page["nextForwardToken"]
+            returned = page["nextForwardToken"]
+            self.tokens[stream] = returned
+            if returned == token:  # the end: the token sent comes back (empty pages are not)
                 return events
-            token = page["nextForwardToken"]
+            token = returned
+            if self.clock() >= deadline:
+                break
+        self.unfinished.append(stream)
+        return events
 
     def read(self) -> list[tuple[int, str, str]]:
         """New ``(timestamp, stream, message)`` events of all streams, merged by timestamp."""
+        self.unfinished = []
         per_stream = [self._new_events(stream) for stream in self.streams()]
         return list(heapq.merge(*per_stream, key=lambda event: event[0]))
 
@@ -215,11 +240,17 @@ def show_logs(
     """
     reader = LogReader(aws.client("logs"), source.group, source.prefix)
 
-    def show() -> None:
+    def show(last: bool = True) -> None:
         events = reader.read()
         several = len(reader.tokens) > 1
         for _, stream, message in events:
             emit(f"[{reader.label(stream)}] {message}" if several else message)
+        if last:  # a round that follows reads on from here; the last one says what it left
+            for stream in reader.unfinished:
+                emit(
+                    f"(stopped reading {stream} after {reader.max_pages} pages or "
+                    f"{reader.max_s:g} s; its later events are not shown)"
+                )
 
     if not follow:
         show()
@@ -234,7 +265,7 @@ def show_logs(
             show()
             return ended
         ended = source.ended()
-        show()
+        show(last=False)
         return None
 
     what = f"{source.kind} {source.name} to end"
