@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,6 @@ from .endpoint_stubs import (
     endpoint,
     predictions_json,
     streaming,
-    stub_config_description,
     stub_deploy,
     stub_target,
 )
@@ -182,72 +184,6 @@ def test_deploy_from_a_training_job_uses_its_model_artifact(stub) -> None:
     assert main([*args, "--role", ROLE, "--name", "dogs", "--no-wait"]) == 0
 
 
-CLEANUP_TARGET = {
-    "ServiceNamespace": "sagemaker",
-    "ResourceId": "endpoint/dogs/variant/AllTraffic",
-    "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
-}
-WAKE_ALARM = "dogs-has-backlog-without-capacity"
-
-
-def test_cleanup_deletes_target_alarm_endpoint_config_and_model(stub, capsys) -> None:
-    sm, scaling, cloudwatch = stub("sagemaker"), stub("application-autoscaling"), stub("cloudwatch")
-    sm.add_response("describe_endpoint", endpoint("InService"), NAME)
-    stub_config_description(sm, "dogs-v1")
-    scaling.add_response("deregister_scalable_target", {}, CLEANUP_TARGET)
-    cloudwatch.add_response(
-        "describe_alarms",
-        {"MetricAlarms": [{"AlarmName": WAKE_ALARM}]},
-        {"AlarmNames": [WAKE_ALARM]},
-    )
-    cloudwatch.add_response("delete_alarms", {}, {"AlarmNames": [WAKE_ALARM]})
-    sm.add_response("delete_endpoint", {}, NAME)
-    sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": "dogs"})
-    sm.add_response("delete_model", {}, {"ModelName": "dogs"})
-    sm.add_response("delete_model", {}, {"ModelName": "dogs-v1"})
-    assert main(["cleanup", "dogs"]) == 0
-    out = capsys.readouterr().out
-    for line in (
-        "autoscaling target",
-        f"CloudWatch alarm {WAKE_ALARM}",
-        "endpoint dogs",
-        "endpoint config dogs",
-        "model dogs",
-        "model dogs-v1",
-    ):
-        assert f"deleted {line}" in out
-
-
-def test_cleanup_of_a_half_deployed_endpoint_skips_what_is_missing(stub, capsys) -> None:
-    sm, scaling, cloudwatch = stub("sagemaker"), stub("application-autoscaling"), stub("cloudwatch")
-    missing = {"service_error_code": "ValidationException", "http_status_code": 400}
-    sm.add_client_error(
-        "describe_endpoint", service_message='Could not find endpoint "dogs".', **missing
-    )
-    sm.add_client_error(
-        "describe_endpoint_config",
-        service_message="Could not find endpoint configuration",
-        **missing,
-    )
-    scaling.add_client_error(
-        "deregister_scalable_target",
-        service_error_code="ObjectNotFoundException",
-        service_message="No scalable target registered",
-        http_status_code=400,
-    )
-    cloudwatch.add_response("describe_alarms", {"MetricAlarms": []}, {"AlarmNames": [WAKE_ALARM]})
-    sm.add_client_error(
-        "delete_endpoint", service_message='Could not find endpoint "dogs".', **missing
-    )
-    sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": "dogs"})
-    sm.add_response("delete_model", {}, {"ModelName": "dogs"})
-    assert main(["cleanup", "dogs"]) == 0
-    assert capsys.readouterr().out.split("\n")[:2] == [
-        "deleted endpoint config dogs",
-        "deleted model dogs",
-    ]
-
-
 def jpeg_file(path: Path, size=(48, 40)) -> Path:
     Image.new("RGB", size, (120, 80, 40)).save(path, "JPEG")
     return path
@@ -345,6 +281,78 @@ def test_invoke_reports_the_models_own_error(stub, tmp_path, capsys) -> None:
     )
     assert main(["invoke", "dogs", str(jpeg_file(tmp_path / "a.jpg"))]) == 1
     assert "rejected the request: unsupported Content-Type" in capsys.readouterr().err
+
+
+class StallingRuntime(ThreadingHTTPServer):
+    """A sagemaker-runtime endpoint on 127.0.0.1 that counts InvokeEndpoint requests and answers
+    none of them until released."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), StallingHandler)
+        self.requests: list[str] = []
+        self.release = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class StallingHandler(BaseHTTPRequestHandler):
+    server: StallingRuntime
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append(self.path)
+        self.server.release.wait(timeout=10)
+        body = predictions_json([TOP])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stalling_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[StallingRuntime]:
+    """The runtime endpoint the launcher's sagemaker-runtime client reaches, with a read timeout
+    of 0.5 s instead of 70 s, and the retries a user's AWS config would give it (none set here:
+    botocore's own default)."""
+    server = StallingRuntime()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", server.url)
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
+    monkeypatch.setattr("dogbreed.launch.session.INVOKE_READ_TIMEOUT_S", 0.5)
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_invocation_that_times_out_is_sent_once(
+    stub, tmp_path, capsys, stalling_runtime
+) -> None:
+    """InvokeEndpoint may have reached the model when the answer is late: it is not sent again
+    (each run of a serverless endpoint is billed); the user is told (issue 20, item 8)."""
+    stub_target(stub("sagemaker"), {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1})
+    assert main(["invoke", "dogs", str(jpeg_file(tmp_path / "a.jpg"))]) == 1
+    assert stalling_runtime.requests == ["/endpoints/dogs/invocations"]
+    err = capsys.readouterr().err
+    assert "'dogs' sent no answer" in err and "within 0.5 s" in err and "not sent again" in err
+
+
+def test_the_runtime_client_waits_past_the_models_60_s_and_never_retries(aws, monkeypatch) -> None:
+    """Whatever the user's AWS config says about retries."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("AWS_RETRY_MODE", "legacy")
+    config = aws.runtime.meta.config
+    assert config.read_timeout == 70
+    assert config.retries["total_max_attempts"] == 1
 
 
 def expected_transform_request(max_payload_mb: int, max_concurrent: int) -> dict:

@@ -237,10 +237,125 @@ def test_the_command_checks_the_last_days_invocations_of_an_old_endpoint(stub, c
     assert f"total: ${hourly:.3f}/hour, ${hourly * 720:.2f}/month for 1 endpoint(s)" in out
 
 
+def just_made(name: str) -> dict[str, Any]:
+    """A ListEndpoints summary an hour old on the real clock (`dogbreed endpoints` reads it):
+    too young to be checked for idleness."""
+    created = datetime.now(UTC) - timedelta(hours=1)
+    return {**summary(name, timedelta()), "CreationTime": created, "LastModifiedTime": created}
+
+
+def not_found(sm: Stubber, operation: str, message: str, params: dict[str, str]) -> None:
+    sm.add_client_error(
+        operation,
+        service_error_code="ValidationException",
+        service_message=message,
+        http_status_code=400,
+        expected_params=params,
+    )
+
+
+def test_endpoints_being_deleted_or_without_a_config_are_listed_and_gone_ones_skipped(
+    stub, capsys
+) -> None:
+    """Just after `dogbreed cleanup`: ListEndpoints still returns an endpoint in Deleting (its
+    config already gone), one has gone between the list and its description, and one's config
+    was deleted by hand. The table still comes (issue 20, item 4)."""
+    sm = stub("sagemaker")
+    vanished, orphan, prod = (just_made(name) for name in ("gone", "orphan", "dogbreed-prod"))
+    leaving = {**just_made("leaving"), "EndpointStatus": "Deleting"}
+    list_endpoints(sm, [vanished, leaving, orphan, prod])
+    sm.add_response("list_tags", {"Tags": [TOOL_TAG]}, {"ResourceArn": ARN + "gone"})
+    not_found(sm, "describe_endpoint", 'Could not find endpoint "gone".', {"EndpointName": "gone"})
+    sm.add_response("list_tags", {"Tags": [TOOL_TAG]}, {"ResourceArn": ARN + "leaving"})
+    sm.add_response(  # no DescribeEndpointConfig: its config is gone already
+        "describe_endpoint",
+        {
+            **leaving,
+            "EndpointConfigName": "leaving",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentInstanceCount": 1}],
+        },
+        {"EndpointName": "leaving"},
+    )
+    sm.add_response("list_tags", {"Tags": [TOOL_TAG]}, {"ResourceArn": ARN + "orphan"})
+    sm.add_response(
+        "describe_endpoint",
+        {
+            **orphan,
+            "EndpointConfigName": "orphan-config",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentInstanceCount": 1}],
+        },
+        {"EndpointName": "orphan"},
+    )
+    not_found(
+        sm,
+        "describe_endpoint_config",
+        'Could not find endpoint configuration "orphan-config".',
+        {"EndpointConfigName": "orphan-config"},
+    )
+    stub_endpoint(
+        sm,
+        prod,
+        {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1},
+        {"CurrentInstanceCount": 1},
+    )
+    assert main(["endpoints"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:5] + line.split()[7:] for line in lines[1:4]}  # no age
+    assert rows == {
+        "leaving": ["Deleting", "real-time", "?", "1", "-", "(deleting)", "-"],
+        "orphan": ["InService", "real-time", "?", "1", "unknown", "unknown"],
+        "dogbreed-prod": ["InService", "real-time", "ml.m5.large", "1", "$0.115", "$82.80"],
+    }
+    assert lines[4:] == [
+        "total: $0.115/hour, $82.80/month for 1 endpoint(s); 1 without an endpoint config; "
+        "1 being deleted, not counted",
+        "note: orphan: its endpoint config orphan-config is gone: instance type and price unknown",
+    ]
+
+
+def test_provisioned_concurrency_is_priced_per_hour_and_counted(stub, aws) -> None:
+    """50 provisioned environments of 6 GB bill 50 x 6 GB-hours an hour, traffic or not; the
+    live figures come from DescribeEndpoint (issue 20, item 5)."""
+    sm = stub("sagemaker")
+    warm = summary("dogbreed-warm", timedelta(hours=1))
+    list_endpoints(sm, [warm])
+    serverless = {"MemorySizeInMB": 6144, "MaxConcurrency": 50, "ProvisionedConcurrency": 50}
+    stub_endpoint(
+        sm,
+        warm,
+        {"ServerlessConfig": serverless},
+        {"CurrentServerlessConfig": serverless, "DesiredServerlessConfig": serverless},
+    )
+    lines = endpoint_table(tool_endpoints(aws, NOW), aws.region, NOW)
+    # 50 x 6 GB x USD 0.018 per GB-hour (prices.PROVISIONED_GB_HOUR_USD, us-east-1)
+    assert lines[1].split()[1:] == [
+        "InService",
+        "serverless",
+        "-",
+        "0",
+        "1h",
+        "0m",
+        "$5.400",
+        "+",
+        "requests",
+        "$3888.00",
+        "+",
+        "requests",
+    ]
+    assert lines[2] == (
+        "total: $5.400/hour, $3888.00/month for 1 endpoint(s); 1 serverless, billed per request "
+        "(and per hour for provisioned concurrency, counted above)"
+    )
+
+
 def test_prices_are_known_only_for_their_region() -> None:
+    from dogbreed.launch.endpoints.prices import provisioned_hourly_price
+
     assert hourly_price("ml.m5.large", "us-east-1") == 0.115
     assert hourly_price("ml.m5.large", "eu-west-1") is None
     assert hourly_price("ml.g4dn.xlarge", "us-east-1") is None
+    assert provisioned_hourly_price(2048, 1, "us-east-1") == pytest.approx(0.036)
+    assert provisioned_hourly_price(2048, 1, "eu-west-1") is None
 
 
 @pytest.mark.parametrize(

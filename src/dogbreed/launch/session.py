@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
 from dogbreed.launch.errors import LaunchError
@@ -18,6 +19,16 @@ ROLE_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]{1,512
 #: Role ARN sent in local mode, where nothing checks it.
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/dogbreed-local"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+#: How long ``sagemaker-runtime`` waits for an answer. A model has 60 s to answer /invocations,
+#: and botocore's default read timeout is those same 60 s, so an answer near the limit could come
+#: after the client gave up; AWS's InvokeEndpoint reference asks for a socket timeout of about 70 s
+#: (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html).
+INVOKE_READ_TIMEOUT_S = 70.0
+#: One attempt per invocation: botocore's retries (legacy mode: up to 5 attempts, on read timeouts
+#: and 5xx answers too) re-send a request the model may already be running, and every run of a
+#: serverless endpoint is billed. A retry is safe only before the request left, and botocore
+#: cannot tell a read timeout from that; so none.
+INVOKE_RETRIES = {"mode": "standard", "total_max_attempts": 1}
 #: SageMaker SDK defaults for local mode: no telemetry requests.
 SDK_CONFIG = {
     "SchemaVersion": "1.0",
@@ -61,8 +72,11 @@ class Aws:
             if self.local and service in ("sagemaker", "sagemaker-runtime"):
                 self._open_local()
             else:
+                config = runtime_config() if service == "sagemaker-runtime" else None
                 try:
-                    self._clients[service] = self.session.client(service, region_name=self.region)
+                    self._clients[service] = self.session.client(
+                        service, region_name=self.region, config=config
+                    )
                 except NoRegionError:
                     raise LaunchError("no AWS region: pass --region") from None
         return self._clients[service]
@@ -84,6 +98,12 @@ class Aws:
     @property
     def runtime(self) -> Any:
         return self.client("sagemaker-runtime")
+
+
+def runtime_config() -> Config:
+    """The ``sagemaker-runtime`` client's settings: :data:`INVOKE_READ_TIMEOUT_S` (read when the
+    client is made, so a test can shorten it) and :data:`INVOKE_RETRIES`."""
+    return Config(read_timeout=INVOKE_READ_TIMEOUT_S, retries=dict(INVOKE_RETRIES))
 
 
 def resolve_role(role: str | None, aws: Aws) -> str:

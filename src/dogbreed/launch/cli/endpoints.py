@@ -243,14 +243,41 @@ def run_transform(args: argparse.Namespace) -> int:
 
 def configure_cleanup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint", help="the name given to `dogbreed deploy`")
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="delete without asking (needed when stdin is not a terminal)",
+    )
     aws_options(parser)
 
 
 def run_cleanup(args: argparse.Namespace) -> int:
-    from dogbreed.launch.endpoints.deploy import cleanup
+    """List what goes and what stays, ask, delete. Only what dogbreed tagged and nothing else
+    uses goes; without a terminal to ask on and without --yes, exit 2 having deleted nothing."""
+    from dogbreed.launch.endpoints.deploy import apply_cleanup, plan_cleanup
 
-    removed = cleanup(connect(args), args.endpoint)
-    print("\n".join(f"deleted {item}" for item in removed) or f"nothing named {args.endpoint} left")
+    aws = connect(args)
+    plan = plan_cleanup(aws, args.endpoint)
+    print("\n".join(plan.lines()))
+    if not plan.count:
+        if plan.keep:
+            print(f"dogbreed cleanup: nothing deleted for {args.endpoint}", file=sys.stderr)
+            return 1
+        print(f"nothing named {args.endpoint} left")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(
+                "dogbreed cleanup: nothing deleted: stdin is not a terminal, so there is no one "
+                "to ask; pass --yes to delete the above",
+                file=sys.stderr,
+            )
+            return 2
+        answer = input(f"delete these {plan.count}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    print("\n".join(f"deleted {item}" for item in apply_cleanup(aws, plan)))
     return 0
 
 

@@ -26,6 +26,8 @@ SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 WAKE_PERIOD_S = 60
 WAKE_EVALUATION_PERIODS = 2
 WAKE_COOLDOWN_S = 300
+#: The end of the wake alarm's description: how cleanup knows the alarm is ours.
+WAKE_ALARM_MARK = "(dogbreed)"
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ def wake_alarm_request(endpoint: str, policy_arn: str) -> dict[str, Any]:
     """The CloudWatch alarm on ``HasBacklogWithoutCapacity`` that runs the wake policy."""
     return {
         "AlarmName": wake_alarm_name(endpoint),
-        "AlarmDescription": f"wake {endpoint} from 0 instances when async requests wait (dogbreed)",
+        "AlarmDescription": f"wake {endpoint} from 0 instances when async requests wait "
+        + WAKE_ALARM_MARK,
         "MetricName": "HasBacklogWithoutCapacity",
         "Namespace": "AWS/SageMaker",
         "Statistic": "Average",
@@ -169,22 +172,39 @@ def apply_autoscaling(
     return made
 
 
+def find_autoscaling(aws: Aws, endpoint: str) -> tuple[bool, bool]:
+    """Whether the endpoint's variant has a scalable target, and whether our wake alarm exists
+    (an alarm of that name whose description does not end in :data:`WAKE_ALARM_MARK` is not)."""
+    targets = aws.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker",
+        ResourceIds=[resource_id(endpoint)],
+        ScalableDimension=SCALABLE_DIMENSION,
+    )
+    alarms = aws.client("cloudwatch").describe_alarms(AlarmNames=[wake_alarm_name(endpoint)])
+    ours = [
+        alarm
+        for alarm in alarms.get("MetricAlarms", [])
+        if alarm.get("AlarmDescription", "").endswith(WAKE_ALARM_MARK)
+    ]
+    return bool(targets.get("ScalableTargets")), bool(ours)
+
+
 def remove_autoscaling(
-    aws: Aws, endpoint: str, missing: Callable[[ClientError], bool]
+    aws: Aws, endpoint: str, target: bool, alarm: bool, missing: Callable[[ClientError], bool]
 ) -> list[str]:
-    """Deregister the target (its policies go with it) and delete the wake alarm, where present.
+    """Deregister the target (its policies go with it) and delete the wake alarm, as asked.
 
     ``missing(error)`` says whether a ClientError means the resource is already gone.
     """
     removed = []
-    try:
-        aws.client("application-autoscaling").deregister_scalable_target(**_scope(endpoint))
-        removed.append(f"autoscaling target {resource_id(endpoint)}")
-    except ClientError as error:
-        if not missing(error):
-            raise
-    alarms = aws.client("cloudwatch").describe_alarms(AlarmNames=[wake_alarm_name(endpoint)])
-    if alarms.get("MetricAlarms"):
+    if target:
+        try:
+            aws.client("application-autoscaling").deregister_scalable_target(**_scope(endpoint))
+            removed.append(f"autoscaling target {resource_id(endpoint)}")
+        except ClientError as error:
+            if not missing(error):
+                raise
+    if alarm:
         aws.client("cloudwatch").delete_alarms(AlarmNames=[wake_alarm_name(endpoint)])
         removed.append(f"CloudWatch alarm {wake_alarm_name(endpoint)}")
     return removed

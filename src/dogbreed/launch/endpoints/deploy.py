@@ -1,13 +1,17 @@
 """Endpoints: model -> endpoint config -> endpoint (real-time, serverless or async), and cleanup.
 
-One name is used for all three resources, so ``dogbreed cleanup NAME`` can find and remove
-every one of them (and the autoscaling target and alarm) without a state file. All three carry
-:data:`dogbreed.launch.defaults.TOOL_TAG`, so the launcher's endpoints can be listed by tag.
+One name is used for all three resources, so ``dogbreed cleanup NAME`` can find every one of
+them (and the autoscaling target and alarm) without a state file. All three carry
+:data:`dogbreed.launch.defaults.TOOL_TAG` (as does the model ``dogbreed transform`` creates), so
+the launcher's endpoints can be listed by tag, and cleanup deletes only what carries it: never an
+endpoint, config or model someone else made, and never a config another endpoint serves or a
+model another endpoint config or a running transform job uses. :func:`plan_cleanup` says what
+would go and what stays, and why; :func:`apply_cleanup` deletes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +25,10 @@ from dogbreed.launch.endpoints.autoscaling import (
     Autoscaling,
     apply_autoscaling,
     autoscaling_requests,
+    find_autoscaling,
     remove_autoscaling,
+    resource_id,
+    wake_alarm_name,
 )
 from dogbreed.launch.endpoints.serverless import ServerlessSpec
 from dogbreed.launch.errors import LaunchError
@@ -212,7 +219,8 @@ def wait_in_service(aws: Aws, endpoint: str) -> None:
         raise LaunchError(f"endpoint {endpoint} did not come into service: {reason}") from None
 
 
-def _missing(error: ClientError) -> bool:
+def missing(error: ClientError) -> bool:
+    """Whether a SageMaker (or Application Auto Scaling) error says the resource does not exist."""
     message = error.response.get("Error", {}).get("Message", "")
     return error.response.get("Error", {}).get("Code") in (
         "ValidationException",
@@ -221,39 +229,178 @@ def _missing(error: ClientError) -> bool:
     ) and ("Could not find" in message or "does not exist" in message or "No " in message)
 
 
-def cleanup(aws: Aws, endpoint: str) -> list[str]:
-    """Delete the endpoint, its config, its models, its autoscaling target and wake alarm; list
-    what went.
+def made_by_tool(sagemaker: Any, arn: str) -> bool:
+    """Whether the resource carries :data:`dogbreed.launch.defaults.TOOL_TAG`."""
+    tag = defaults.TOOL_TAG
+    for page in sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn):
+        for found in page.get("Tags", []):
+            if found["Key"] == tag["Key"] and found.get("Value") == tag["Value"]:
+                return True
+    return False
 
-    Resources that are already gone are skipped; the endpoint name is also tried as a config and
-    model name, so a half-finished deploy is cleaned up too.
+
+def describe_or_none(call: Callable[..., dict[str, Any]], **request: Any) -> dict[str, Any] | None:
+    """A describe call's answer, or None when the resource does not exist."""
+    try:
+        return call(**request)
+    except ClientError as error:
+        if missing(error):
+            return None
+        raise
+
+
+NOT_OURS = f"no {defaults.TOOL_TAG['Key']} tag: dogbreed did not create it"
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str  # "endpoint", "endpoint config" or "model"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass
+class CleanupPlan:
+    """What ``dogbreed cleanup NAME`` deletes (in order), what it keeps and why."""
+
+    name: str
+    delete: list[Resource] = field(default_factory=list)
+    keep: list[tuple[Resource, str]] = field(default_factory=list)
+    scaling_target: bool = False  # the endpoint's autoscaling target (its policies go with it)
+    wake_alarm: bool = False  # the async endpoint's wake-from-zero alarm
+
+    @property
+    def count(self) -> int:
+        return len(self.delete) + self.scaling_target + self.wake_alarm
+
+    def lines(self) -> list[str]:
+        doomed = []
+        if self.scaling_target:
+            doomed.append(f"autoscaling target {resource_id(self.name)} and its policies")
+        if self.wake_alarm:
+            doomed.append(f"CloudWatch alarm {wake_alarm_name(self.name)}")
+        doomed += [str(resource) for resource in self.delete]
+        lines = [f"will delete {item}" for item in doomed]
+        return lines + [f"keeping {resource}: {why}" for resource, why in self.keep]
+
+
+def _users_of_config(sm: Any, config: str, leaving: str | None) -> list[str]:
+    """The endpoints (but ``leaving``) serving ``config``, or being updated to it."""
+    users = []
+    for page in sm.get_paginator("list_endpoints").paginate():
+        for summary in page["Endpoints"]:
+            name = summary["EndpointName"]
+            if name == leaving:
+                continue
+            endpoint = describe_or_none(sm.describe_endpoint, EndpointName=name) or {}
+            pending = endpoint.get("PendingDeploymentSummary", {}).get("EndpointConfigName")
+            if config in (endpoint.get("EndpointConfigName"), pending):
+                users.append(name)
+    return users
+
+
+def _models_of(config: Mapping[str, Any]) -> set[str]:
+    variants = [*config.get("ProductionVariants", []), *config.get("ShadowProductionVariants", [])]
+    return {variant["ModelName"] for variant in variants if "ModelName" in variant}
+
+
+def _users_of_models(sm: Any, models: Iterable[str], leaving: str | None) -> dict[str, list[str]]:
+    """Per model: the endpoint configs (but ``leaving``) and running transform jobs using it."""
+    users: dict[str, list[str]] = {model: [] for model in models}
+    for page in sm.get_paginator("list_endpoint_configs").paginate():
+        for summary in page["EndpointConfigs"]:
+            name = summary["EndpointConfigName"]
+            if name == leaving:
+                continue
+            config = describe_or_none(sm.describe_endpoint_config, EndpointConfigName=name) or {}
+            for model in _models_of(config) & users.keys():
+                users[model].append(f"endpoint config {name}")
+    running = sm.get_paginator("list_transform_jobs").paginate(StatusEquals="InProgress")
+    for page in running:
+        for summary in page["TransformJobSummaries"]:
+            name = summary["TransformJobName"]
+            job = describe_or_none(sm.describe_transform_job, TransformJobName=name) or {}
+            if job.get("ModelName") in users:
+                users[job["ModelName"]].append(f"running transform job {name}")
+    return users
+
+
+def plan_cleanup(aws: Aws, endpoint: str) -> CleanupPlan:
+    """What cleaning up ``endpoint`` means: its endpoint, config and models (the name is also
+    tried as a config and a model name, so a half-finished deploy is found too), each deleted
+    only if it carries our tag and nothing else uses it; its autoscaling target and wake alarm
+    go with an endpoint that is ours or already gone. Nothing is deleted here.
+
+    In local mode (docker on this machine) the resources exist only in this process and have no
+    tags: everything found goes.
     """
     sm = aws.sagemaker
+    plan = CleanupPlan(endpoint)
+    found: list[tuple[Resource, dict[str, Any], str]] = []  # resource, description, ARN key
+    described = describe_or_none(sm.describe_endpoint, EndpointName=endpoint)
+    if described is not None:
+        found.append((Resource("endpoint", endpoint), described, "EndpointArn"))
+    config_name = described["EndpointConfigName"] if described else endpoint
+    config = describe_or_none(sm.describe_endpoint_config, EndpointConfigName=config_name)
+    if config is not None:
+        found.append((Resource("endpoint config", config_name), config, "EndpointConfigArn"))
+    for model in sorted({endpoint} | _models_of(config or {})):
+        model_description = describe_or_none(sm.describe_model, ModelName=model)
+        if model_description is not None:
+            found.append((Resource("model", model), model_description, "ModelArn"))
+    if aws.local:
+        plan.delete = [resource for resource, _, _ in found]
+        return plan
+    ours = []
+    for resource, description, arn in found:
+        if made_by_tool(sm, description[arn]):
+            ours.append(resource)
+        else:
+            plan.keep.append((resource, NOT_OURS))
+    leaving_endpoint = Resource("endpoint", endpoint) in ours
+    candidate_config = Resource("endpoint config", config_name)
+    if candidate_config in ours:
+        users = _users_of_config(sm, config_name, endpoint if leaving_endpoint else None)
+        if users:
+            ours.remove(candidate_config)
+            plan.keep.append((candidate_config, f"used by endpoint {', '.join(users)}"))
+    models = [resource.name for resource in ours if resource.kind == "model"]
+    if models:
+        leaving_config = config_name if candidate_config in ours else None
+        for model, users in _users_of_models(sm, models, leaving_config).items():
+            if users:
+                ours.remove(Resource("model", model))
+                plan.keep.append((Resource("model", model), f"used by {', '.join(users)}"))
+    plan.delete = ours
+    if leaving_endpoint or described is None:
+        plan.scaling_target, plan.wake_alarm = find_autoscaling(aws, endpoint)
+    return plan
+
+
+def apply_cleanup(aws: Aws, plan: CleanupPlan) -> list[str]:
+    """Delete what ``plan`` lists (autoscaling first, then endpoint, config, models); what is
+    already gone is skipped. Returns what went."""
     removed: list[str] = []
-    config_name, model_names = endpoint, {endpoint}
-    try:
-        config_name = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
-    except ClientError as error:
-        if not _missing(error):
-            raise
-    try:
-        variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
-        model_names |= {v["ModelName"] for v in variants}
-    except ClientError as error:
-        if not _missing(error):
-            raise
-    if not aws.local:
-        removed += remove_autoscaling(aws, endpoint, _missing)
-    steps = [("endpoint", sm.delete_endpoint, {"EndpointName": endpoint})]
-    steps.append(
-        ("endpoint config", sm.delete_endpoint_config, {"EndpointConfigName": config_name})
-    )
-    steps += [("model", sm.delete_model, {"ModelName": m}) for m in sorted(model_names)]
-    for kind, delete, args in steps:
+    if plan.scaling_target or plan.wake_alarm:
+        removed += remove_autoscaling(aws, plan.name, plan.scaling_target, plan.wake_alarm, missing)
+    sm = aws.sagemaker
+    deleters = {
+        "endpoint": lambda name: sm.delete_endpoint(EndpointName=name),
+        "endpoint config": lambda name: sm.delete_endpoint_config(EndpointConfigName=name),
+        "model": lambda name: sm.delete_model(ModelName=name),
+    }
+    for resource in plan.delete:
         try:
-            delete(**args)
-            removed.append(f"{kind} {next(iter(args.values()))}")
+            deleters[resource.kind](resource.name)
+            removed.append(str(resource))
         except ClientError as error:
-            if not _missing(error):
+            if not missing(error):
                 raise
     return removed
+
+
+def cleanup(aws: Aws, endpoint: str) -> list[str]:
+    """:func:`plan_cleanup` then :func:`apply_cleanup`, without asking (the command line asks)."""
+    return apply_cleanup(aws, plan_cleanup(aws, endpoint))

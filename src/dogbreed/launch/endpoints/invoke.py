@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from PIL import Image, UnidentifiedImageError
 
 from dogbreed.contract import (
@@ -142,6 +142,13 @@ def invoke(aws: Aws, endpoint: str, image: ImageFile, top_k: int = 5) -> list[di
         )
     except ClientError as error:
         raise _explain(error, endpoint, aws.region) from None
+    except ReadTimeoutError:
+        raise LaunchError(
+            f"{endpoint!r} sent no answer for {image.path} within "
+            f"{aws.runtime.meta.config.read_timeout:g} s (a model has 60 s); not sent again, "
+            "since the model may be running it: try again, or use an --async endpoint for slow "
+            "requests"
+        ) from None
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
     return predictions_in(response["Body"].read(), endpoint, image.path, status)
 
