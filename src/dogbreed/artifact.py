@@ -8,13 +8,17 @@ Two files, nothing pickled:
 
 ``load_artifact`` also accepts a ``model.tar.gz`` (as SageMaker stores it in S3). Reading the
 spec needs no torch (the slim server reads it); torch is imported where weights are read or saved.
+Every field of ``model.json`` is checked when it is read (:func:`check_spec`): a wrong type or a
+value out of range is an :class:`ArtifactError` naming the field, never a crash later.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +36,11 @@ SPEC_FILE = "model.json"
 ONNX_FP32_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 FORMAT_VERSION = 1
+#: The image sizes the trainer accepts (``image_size`` in :mod:`dogbreed.hyperparams`): a spec
+#: outside them was not written by it (at 1,000,000 px a server's warm-up batch needs TiBs).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+#: A training job's model.json is a few KB; a larger one is not ours.
+MAX_SPEC_BYTES = 1024 * 1024
 
 
 class ArtifactError(ValueError):
@@ -61,20 +70,115 @@ class ModelSpec:
     def from_json(cls, text: str, source: str = SPEC_FILE) -> ModelSpec:
         try:
             raw = json.loads(text)
-            spec = cls(**raw)
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: [[[[...
             raise ArtifactError(f"{source} is not a valid model spec: {exc}") from exc
-        if spec.architecture != ARCHITECTURE:
-            raise ArtifactError(
-                f"{source}: architecture {spec.architecture!r} is not {ARCHITECTURE}"
-            )
-        if spec.format_version > FORMAT_VERSION:
-            raise ArtifactError(
-                f"{source}: format_version {spec.format_version} is newer than this code"
-            )
-        if not spec.class_names or len(spec.mean) != 3 or len(spec.std) != 3:
-            raise ArtifactError(f"{source}: needs class_names and 3-channel mean/std")
-        return spec
+        return cls(**check_spec(raw, source))
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened: a hostile value must not flood the log."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 4]}...{text[-1]}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _channels(low_open: bool) -> Callable[[Any], str | None]:
+    """3 numbers in [0, 1] (``(0, 1]`` when ``low_open``): pixels are scaled to [0, 1] first."""
+    expected = f"3 finite numbers (one per RGB channel) in {'(' if low_open else '['}0, 1]"
+
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, list) and len(value) == 3
+        for item in value if ok else []:
+            ok = ok and _is_number(item) and math.isfinite(item) and 0 <= item <= 1
+            ok = ok and not (low_open and item == 0)
+        return None if ok else expected
+
+    return check
+
+
+def _class_names(value: Any) -> str | None:
+    expected = "a non-empty list of distinct, non-empty strings (one per model output)"
+    if not isinstance(value, list) or not value:
+        return expected
+    for name in value:
+        if not isinstance(name, str) or not name.strip():
+            return f"{expected}; {_shown(name)} is not one"
+    seen: set[str] = set()
+    for name in value:
+        if name in seen:
+            return f"{expected}; {_shown(name)} appears twice"
+        seen.add(name)
+    return None
+
+
+def _mapping(values: Callable[[Any], bool], what: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and values(v) for k, v in value.items()
+        )
+        return None if ok else f"an object of {what}"
+
+    return check
+
+
+#: Each field's check: None when the value is fine, else what is expected.
+SPEC_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "format_version": lambda v: (
+        None
+        if _is_int(v) and 1 <= v <= FORMAT_VERSION
+        else f"an integer from 1 to {FORMAT_VERSION}"
+    ),
+    "architecture": lambda v: None if v == ARCHITECTURE else repr(ARCHITECTURE),
+    "class_names": _class_names,
+    "image_size": lambda v: (
+        None
+        if _is_int(v) and MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE
+        else f"an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} (what the trainer accepts)"
+    ),
+    "mean": _channels(low_open=False),
+    "std": _channels(low_open=True),
+    "metrics": _mapping(_is_number, "numbers"),
+    "hyperparameters": _mapping(lambda v: True, "values"),
+    "onnx": _mapping(lambda v: True, "values"),
+}
+
+
+def check_spec(raw: Any, source: str = SPEC_FILE) -> dict[str, Any]:
+    """``raw`` (parsed model.json) when every field has the type and range :class:`ModelSpec`
+    needs; else an :class:`ArtifactError` naming the field, its value and what is expected."""
+    invalid = f"{source} is not a valid model spec:"
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{invalid} it holds {_shown(raw)}, not a JSON object")
+    version = raw.get("format_version", FORMAT_VERSION)
+    if _is_int(version) and version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{invalid} format_version {version} is newer than this code (it reads up to "
+            f"{FORMAT_VERSION}): upgrade dogbreed"
+        )
+    known = [f.name for f in fields(ModelSpec)]
+    unknown = sorted(str(name) for name in raw if name not in known)
+    if unknown:
+        raise ArtifactError(
+            f"{invalid} unknown field(s) {_shown(unknown)}; expected only {', '.join(known)}"
+        )
+    required = [
+        f.name for f in fields(ModelSpec) if f.default is MISSING and f.default_factory is MISSING
+    ]
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise ArtifactError(f"{invalid} missing field(s) {', '.join(missing)}")
+    for name, value in raw.items():
+        expected = SPEC_CHECKS[name](value)
+        if expected is not None:
+            raise ArtifactError(f"{invalid} {name} is {_shown(value)}; expected {expected}")
+    return raw
 
 
 def save_artifact(model_dir: Path, model: nn.Module, spec: ModelSpec) -> None:
@@ -88,8 +192,9 @@ def save_artifact(model_dir: Path, model: nn.Module, spec: ModelSpec) -> None:
 
 
 def save_spec(model_dir: Path, spec: ModelSpec) -> None:
-    """Write ``model.json`` atomically."""
-    text = json.dumps(asdict(spec), indent=2, sort_keys=True)
+    """Write ``model.json`` atomically, once it passes the checks :func:`load_spec` makes."""
+    raw = check_spec(asdict(spec), str(model_dir / SPEC_FILE))
+    text = json.dumps(raw, indent=2, sort_keys=True)
     write_atomically(model_dir / SPEC_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
 
@@ -139,10 +244,21 @@ def read_model_file(path: Path) -> bytes:
 
 
 def load_spec(model_dir: Path) -> ModelSpec:
+    """``model_dir``'s model.json, checked field by field (:func:`check_spec`)."""
     spec_path = model_dir / SPEC_FILE
     if not spec_path.is_file():
         raise ArtifactError(f"no {SPEC_FILE} in {model_dir}: is this a dogbreed model directory?")
-    return ModelSpec.from_json(read_model_file(spec_path).decode(), source=str(spec_path))
+    size = spec_path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise ArtifactError(
+            f"{spec_path} is not a valid model spec: {size} bytes, over the {MAX_SPEC_BYTES} "
+            "a spec may take (a training job writes a few KB)"
+        )
+    try:
+        text = read_model_file(spec_path).decode()
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{spec_path} is not a valid model spec: not UTF-8 ({exc})") from None
+    return ModelSpec.from_json(text, source=str(spec_path))
 
 
 def load_artifact(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:

@@ -34,10 +34,18 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     for key in ("model", "state_dict"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
-    if not isinstance(loaded, dict) or not all(
-        isinstance(v, torch.Tensor) for v in loaded.values()
-    ):
+    if not isinstance(loaded, dict):
         raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
+    odd = [
+        f"{key!r}: {type(value).__name__}"[:80]
+        for key, value in loaded.items()
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor)
+    ]
+    if odd:
+        raise WeightsError(
+            f"{path} holds a dict, not a state dict of tensors (parameter name: tensor); "
+            f"{len(odd)} entries are not: {_first(odd)}"
+        )
     return loaded
 
 

@@ -4,7 +4,8 @@ One file, ``checkpoint.pt``, written atomically (temp file + ``os.replace``) so 
 any instant leaves either the previous checkpoint or the new one, never half of one. It holds
 only tensors and plain data (loaded back with ``weights_only=True``): model, optimizer and
 scheduler state, the position (epoch, batches done in it), the best weights so far, the metric
-history and the RNG states.
+history and the RNG states. A file that is not such a checkpoint (another tool's, or another
+job's) is a :class:`CheckpointError` naming what is missing or does not fit.
 
 When a job that SageMaker named completes, :func:`remove_checkpoints` deletes its checkpoint
 folder: a tuning job's trials share one checkpoint location and SageMaker copies all of it into
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ from dogbreed.atomic import write_atomically
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: What :func:`save_checkpoint` writes: each entry's name, and the types it may have.
+PAYLOAD: dict[str, tuple[type, ...]] = {
+    "state": (dict,),
+    "best_weights": (dict, type(None)),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict,),
+    "hyperparameters": (dict,),
+    "torch_rng": (torch.Tensor,),
+}
+START_OVER = "delete it or point the job at an empty checkpoint location"
+
+
+class CheckpointError(ValueError):
+    """``checkpoint.pt`` cannot be resumed from: unreadable, not ours, or another job's."""
 
 
 @dataclass
@@ -89,23 +105,91 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RuntimeError(
+        raise CheckpointError(
             f"checkpoint {path} cannot be read ({exc}); delete it to start over"
         ) from exc
+    check_payload(payload, path)
     if payload["hyperparameters"] != hyperparameters:
         changed = sorted(
             k for k in hyperparameters if payload["hyperparameters"].get(k) != hyperparameters[k]
         )
-        raise RuntimeError(
+        raise CheckpointError(
             f"checkpoint {path} was written with different hyperparameters ({', '.join(changed)});"
-            " delete it or point the job at an empty checkpoint location"
+            f" {START_OVER}"
         )
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    torch.set_rng_state(payload["torch_rng"])
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["torch_rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this job's model, optimizer or scheduler "
+            f"({type(exc).__name__}: {_short(str(exc))}); {START_OVER}"
+        ) from exc
     state = TrainingState(**payload["state"], best_weights=payload["best_weights"])
     log.info(
         "resuming from %s: epoch %d, %d batches done", path, state.epoch + 1, state.batches_done
     )
     return state
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """``text`` on one line, at most ``limit`` characters of it."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _names(names: list[str], count: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:count])
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > count else shown
+
+
+#: The types of :class:`TrainingState`'s fields in a checkpoint (bool is refused where int is).
+STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "batches_done": (int,),
+    "best_accuracy": (int, float),
+    "best_epoch": (int,),
+    "epochs_without_improvement": (int,),
+    "history": (list,),
+    "partial": (dict,),
+}
+
+
+def check_payload(payload: Any, path: Path) -> None:
+    """A :class:`CheckpointError` unless ``payload`` has what :func:`save_checkpoint` writes."""
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(payload).__name__}, not a dogbreed checkpoint; "
+            f"{START_OVER}"
+        )
+    missing = [key for key in PAYLOAD if key not in payload]
+    if missing:
+        found = sorted(str(key) for key in payload)
+        raise CheckpointError(
+            f"checkpoint {path} is not a dogbreed checkpoint: it lacks {', '.join(missing)} "
+            f"(it holds {_names(found) or 'nothing'}); {START_OVER}"
+        )
+    wrong = [
+        f"{key} is a {type(payload[key]).__name__} (expected {' or '.join(t.__name__ for t in types)})"
+        for key, types in PAYLOAD.items()
+        if not isinstance(payload[key], types)
+    ]
+    state = payload["state"]
+    if not wrong:
+        expected = [f.name for f in fields(TrainingState) if f.name != "best_weights"]
+        lacking = [name for name in expected if name not in state]
+        extra = sorted(str(name) for name in state if name not in expected)
+        wrong += [f"state lacks {', '.join(lacking)}"] if lacking else []
+        wrong += [f"state has unknown {_names(extra)}"] if extra else []
+        wrong += [
+            f"state.{name} is {_short(repr(state[name]), 40)}"
+            for name, types in STATE_TYPES.items()
+            if name in state
+            and (not isinstance(state[name], types) or isinstance(state[name], bool))
+        ]
+    if wrong:
+        raise CheckpointError(
+            f"checkpoint {path} is not a dogbreed checkpoint: {'; '.join(wrong)}; {START_OVER}"
+        )

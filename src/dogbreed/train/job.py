@@ -48,6 +48,7 @@ from dogbreed.model import (
     set_trainable,
 )
 from dogbreed.train.checkpoint import (
+    CheckpointError,
     TrainingState,
     load_checkpoint,
     remove_checkpoints,
@@ -398,7 +399,9 @@ def out_of_memory_advice(exc: StepOutOfMemory, hp: Hyperparameters, world: World
 
 def failure_message(exc: BaseException, hp: Hyperparameters | None, world: World) -> str | None:
     """The cause and fix of a failure we recognise, or None for an unexpected one."""
-    if isinstance(exc, (HyperparameterError, DataError, WeightsError, ExportError)):
+    if isinstance(
+        exc, (HyperparameterError, DataError, WeightsError, CheckpointError, ExportError)
+    ):
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, StepOutOfMemory) and hp is not None:
         return f"OutOfMemory: {out_of_memory_advice(exc, hp, world)}"
