@@ -23,6 +23,8 @@ from dogbreed.launch.session import Aws
 from dogbreed.launch.training.debugger import DebuggerSettings, debugger_request
 from dogbreed.train.sample_data import write_sample
 
+from .permission_stubs import stub_role_may_run, stub_training_quotas
+
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
 TRAIN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train:1.0"
@@ -80,7 +82,8 @@ def stub_preflight(
     stub: Callable[[str], Stubber], image: str = TRAIN_IMAGE, bucket: str = "bucket"
 ) -> None:
     """A healthy account for `train`/`tune`'s preflight: the role trusts SageMaker, ``bucket`` is
-    in the job's region (us-east-1: no LocationConstraint), ``image`` is in ECR."""
+    in the job's region (us-east-1: no LocationConstraint), ``image`` is in ECR, IAM's policy
+    simulator says the role may use them, and the training quotas (on-demand and spot) are 8."""
     stub("iam").add_response("get_role", role_description(), {"RoleName": ROLE.rsplit("/", 1)[-1]})
     s3 = stub("s3")
     s3.add_response("head_bucket", {}, {"Bucket": bucket})
@@ -98,6 +101,8 @@ def stub_preflight(
         {"imageDetails": [detail]},
         {"registryId": detail["registryId"], "repositoryName": repository, "imageIds": [image_id]},
     )
+    stub_role_may_run(stub, ROLE, image, bucket)
+    stub_training_quotas(stub)
 
 
 def training_job_description(name: str = "dogbreed-train-1", **fields: object) -> dict:

@@ -9,15 +9,22 @@ here). The launcher looks quotas up by name; the other codes below are placehold
 ("L-EXAMPLE..."), there only to show that a fix names the code ListServiceQuotas returned.
 Each concurrent tuning trial's instances count against the training instance quota: AWS's
 "Resource Limits for Automatic Model Tuning"
-(https://docs.aws.amazon.com/sagemaker/latest/dg/automatic-model-tuning-limits.html).
+(https://docs.aws.amazon.com/sagemaker/latest/dg/automatic-model-tuning-limits.html). Managed spot
+training counts against "<instance type> for spot training job usage" instead.
+
+What the role may do is asked of IAM's policy simulator (test_preflight_permissions.py); here the
+role only pulls the two images.
 """
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 import pytest
 
 from dogbreed.launch.cli.main import main
-from dogbreed.launch.training.preflight import trusts_sagemaker
+from dogbreed.launch.training.preflight import check_image, trust_of, trusts_sagemaker
 
 from .conftest import (
     ROLE,
@@ -27,13 +34,23 @@ from .conftest import (
     stub_dog_images,
     trust_policy,
 )
+from .permission_stubs import (
+    PULL,
+    allowed,
+    repository_arn,
+    stub_role_may_run,
+    stub_simulation,
+    stub_training_quotas,
+)
 from .test_train_job import TRAIN_ARGS
 
 TRAINING_QUOTA = "ml.g4dn.xlarge for training job usage"
+SPOT_QUOTA = "ml.g4dn.xlarge for spot training job usage"
 PROCESSING_QUOTA = "ml.m5.xlarge for processing job usage"
 ENDPOINT_QUOTA = "ml.m5.large for endpoint usage"
 CODES = {
     TRAINING_QUOTA: "L-3F53BF0F",  # aws-samples/amazon-sagemaker-promote-code-not-models
+    SPOT_QUOTA: "L-EXAMPLE03",  # placeholder
     PROCESSING_QUOTA: "L-EXAMPLE01",  # placeholder
     ENDPOINT_QUOTA: "L-EXAMPLE02",  # placeholder
 }
@@ -84,9 +101,10 @@ def stub_account(
     serve_image: bool = True,
 ) -> None:
     """Every request `preflight` sends for ARGS, healthy unless told: ``role`` a GetRole response
-    or an error code (None: not asked for); the bucket's LocationConstraint or a HeadBucket error; a DescribeImages
-    error for the training image (and the serving image unless ``serve_image=False``); the quota
-    values (ListServiceQuotas, in two pages)."""
+    or an error code (None: not asked for); the bucket's LocationConstraint or a HeadBucket error;
+    a DescribeImages error for the training image (and the serving image unless
+    ``serve_image=False``); the role may pull the images (IAM's policy simulator, asked where the
+    role exists); the quota values (ListServiceQuotas, in two pages)."""
     stub("sts").add_response(
         "get_caller_identity",
         {
@@ -120,6 +138,9 @@ def stub_account(
         ecr.add_response(
             "describe_images", {"imageDetails": [{}]}, describe_images_params(SERVE_IMAGE)
         )
+    if role is not None and not isinstance(role, str):
+        images = [TRAIN_IMAGE, SERVE_IMAGE] if serve_image else [TRAIN_IMAGE]
+        stub_may_pull(stub, [repository_arn(image) for image in images])
     values = [quota(name, value) for name, value in (quotas or HEALTHY_QUOTAS).items()]
     sq = stub("service-quotas")
     sq.add_response(
@@ -131,6 +152,18 @@ def stub_account(
         "list_service_quotas",
         {"Quotas": values[1:]},
         {"ServiceCode": "sagemaker", "NextToken": "page-2"},
+    )
+
+
+def stub_may_pull(stub, repositories: list[str]) -> None:
+    """IAM's policy simulator: the role may pull from ``repositories`` and log in to ECR."""
+    stub_simulation(stub("iam"), ROLE, PULL, repositories, allowed(*PULL))
+    stub_simulation(
+        stub("iam"),
+        ROLE,
+        ["ecr:GetAuthorizationToken"],
+        ["*"],
+        allowed("ecr:GetAuthorizationToken"),
     )
 
 
@@ -154,6 +187,10 @@ def test_a_healthy_account_passes_every_check(stub, capsys) -> None:
         f"'{PROCESSING_QUOTA}' is 8, needs {DEFAULT_RULE_EVALUATIONS}"
     ) in out
     assert f"OK       endpoint: '{ENDPOINT_QUOTA}' is 2, needs 1" in out
+    assert (
+        "OK       role permissions: dogbreed-sagemaker may pull dogbreed-train, dogbreed-serve "
+        "from ECR (IAM policy simulator)"
+    ) in out
     assert problem_lines(out) == [] and out.rstrip().endswith("ready: nothing to fix")
 
 
@@ -183,7 +220,15 @@ def test_no_credentials_is_a_problem_and_the_rest_is_skipped(stub, monkeypatch, 
 
 TRUST_POLICY_JSON = (
     '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":'
-    '"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole"}]}'
+    '"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole","Condition":{"StringEquals":'
+    '{"aws:SourceAccount":"123456789012"}}}]}'
+)
+#: What the role needs for ARGS: pull both images (no --data or --output).
+PULL_POLICY_JSON = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:BatchGetImage",'
+    '"ecr:GetDownloadUrlForLayer"],"Resource":["arn:aws:ecr:us-east-1:123456789012:repository/'
+    'dogbreed-train","arn:aws:ecr:us-east-1:123456789012:repository/dogbreed-serve"]},'
+    '{"Effect":"Allow","Action":"ecr:GetAuthorizationToken","Resource":"*"}]}'
 )
 
 
@@ -195,7 +240,9 @@ TRUST_POLICY_JSON = (
             f"role: {ROLE} does not exist",
             "aws iam create-role --role-name dogbreed-sagemaker --assume-role-policy-document "
             f"'{TRUST_POLICY_JSON}' && aws iam attach-role-policy --role-name dogbreed-sagemaker "
-            "--policy-arn arn:aws:iam::aws:policy/AmazonSageMakerFullAccess",
+            "--policy-arn arn:aws:iam::aws:policy/AmazonSageMakerFullAccess && aws iam "
+            "put-role-policy --role-name dogbreed-sagemaker --policy-name dogbreed-access "
+            f"--policy-document '{PULL_POLICY_JSON}'",
         ),
         (
             {"role": role_description(policy=trust_policy("ec2.amazonaws.com"))},
@@ -347,6 +394,8 @@ def test_train_refuses_before_create_training_job_when_the_role_does_not_trust_s
     stub("ecr").add_response(
         "describe_images", {"imageDetails": [{}]}, describe_images_params(TRAIN_IMAGE)
     )
+    stub_role_may_run(stub, ROLE, TRAIN_IMAGE, "bucket")
+    stub_training_quotas(stub)
     stub("sagemaker")  # nothing queued: CreateTrainingJob would fail the test
     assert main(TRAIN_ARGS) == 1
     printed = capsys.readouterr()
@@ -356,3 +405,144 @@ def test_train_refuses_before_create_training_job_when_the_role_does_not_trust_s
     assert "does not trust sagemaker.amazonaws.com" in printed.err
     assert "aws iam update-assume-role-policy --role-name dogbreed-sagemaker" in printed.err
     assert "starting training job" not in printed.out
+
+
+# --- spot quotas ------------------------------------------------------------------------------
+
+
+def test_spot_looks_up_the_spot_training_quota(stub, capsys) -> None:
+    """Managed spot training counts against "<type> for spot training job usage", a quota of its
+    own: an account with on-demand instances may have no spot ones."""
+    stub_account(stub, quotas={SPOT_QUOTA: 0, PROCESSING_QUOTA: 8, ENDPOINT_QUOTA: 2})
+    assert main([*ARGS, "--spot"]) == 1
+    out = capsys.readouterr().out
+    assert problem_lines(out) == [
+        f"PROBLEM  training: '{SPOT_QUOTA}' is 0, needs 1",
+        f"PROBLEM  tuning (2 parallel trials): '{SPOT_QUOTA}' is 0, needs 2",
+    ]
+    assert "--quota-code L-EXAMPLE03 --desired-value 1 --region us-east-1" in out
+    assert TRAINING_QUOTA not in out
+
+
+def stub_ready_but_quotas(stub) -> None:
+    """`train`/`tune`'s checks up to the quotas: role, bucket, image and permissions are fine;
+    8 on-demand training instances, no spot ones."""
+    stub("iam").add_response("get_role", role_description())
+    stub("s3").add_response("head_bucket", {}, {"Bucket": "bucket"})
+    stub("s3").add_response("get_bucket_location", {}, {"Bucket": "bucket"})
+    stub("ecr").add_response(
+        "describe_images", {"imageDetails": [{}]}, describe_images_params(TRAIN_IMAGE)
+    )
+    stub_role_may_run(stub, ROLE, TRAIN_IMAGE, "bucket")
+    stub("service-quotas").add_response(
+        "list_service_quotas",
+        {"Quotas": [quota(TRAINING_QUOTA, 8), quota(SPOT_QUOTA, 0)]},
+        {"ServiceCode": "sagemaker"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        ("train", f"training: '{SPOT_QUOTA}' is 0, needs 1"),
+        ("tune", f"tuning (3 parallel trials): '{SPOT_QUOTA}' is 0, needs 3"),
+    ],
+)
+def test_train_and_tune_with_spot_check_the_spot_quota_before_creating_a_job(
+    stub, capsys, command, problem
+) -> None:
+    """8 on-demand instances do not make one spot instance: both refuse before creating a job."""
+    from .conftest import stub_split_channels
+    from .test_tune import TUNE_ARGS
+
+    if command == "train":
+        stub_dog_images(stub("s3"))
+    else:
+        stub_split_channels(stub("s3"), "bucket", "dogs/")
+    stub_ready_but_quotas(stub)
+    stub("sagemaker")  # nothing queued: creating a job would fail the test
+    args = TRAIN_ARGS if command == "train" else TUNE_ARGS
+    assert main([*args, "--spot"]) == 1
+    printed = capsys.readouterr()
+    assert (
+        f"PROBLEM  {problem}\n         fix: aws service-quotas request-service-quota-increase"
+        in (printed.err)
+    )
+    assert "--quota-code L-EXAMPLE03" in printed.err
+    assert "starting" not in printed.out
+
+
+# --- trust policies with "*" ------------------------------------------------------------------
+
+ANYONE_IN_THE_ORG = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-exampleorgid"}},
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("principal", "trust"),
+    [
+        ("*", "anyone"),
+        ({"AWS": "*"}, "anyone"),
+        ({"AWS": ["arn:aws:iam::123456789012:root", "*"]}, "anyone"),
+        ({"Service": "sagemaker.amazonaws.com"}, "sagemaker"),
+        ({"Service": ["ec2.amazonaws.com", "sagemaker.amazonaws.com"]}, "sagemaker"),
+        ("arn:aws:iam::123456789012:root", "no"),
+        ({"AWS": "arn:aws:iam::123456789012:root"}, "no"),
+        ({"Federated": "cognito-identity.amazonaws.com"}, "no"),
+    ],
+)
+def test_every_form_of_principal_is_read(principal, trust) -> None:
+    statement = {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}
+    assert trust_of({"Statement": [statement]}) == trust
+    assert trusts_sagemaker({"Statement": statement}) is (trust == "sagemaker")
+
+
+def test_a_role_trusting_any_principal_under_a_condition_is_a_warning_not_a_crash(
+    stub, capsys
+) -> None:
+    stub_account(stub, role=role_description(policy=quote(json.dumps(ANYONE_IN_THE_ORG))))
+    assert main(ARGS) == 0
+    out = capsys.readouterr().out
+    assert (
+        'WARNING  role: dogbreed-sagemaker\'s trust policy lets any principal ("*") assume it, '
+        "under its conditions: whether sagemaker.amazonaws.com may depends on them\n"
+        "         fix: name the service instead: aws iam update-assume-role-policy --role-name "
+        f"dogbreed-sagemaker --policy-document '{TRUST_POLICY_JSON}'"
+    ) in out
+    assert out.rstrip().endswith("ready: nothing to fix; 1 warning(s) to read")
+
+
+# --- images given by digest -------------------------------------------------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_a_missing_image_given_by_digest_gets_a_fix_that_names_no_tag(stub, aws) -> None:
+    """A digest names one pushed image: `--tag None` pushes nothing of use. Push again and use the
+    URI the script prints, or pick a digest the repository has."""
+    stub("ecr").add_client_error(
+        "describe_images",
+        "ImageNotFoundException",
+        expected_params={
+            "registryId": "123456789012",
+            "repositoryName": "dogbreed-train",
+            "imageIds": [{"imageDigest": DIGEST}],
+        },
+    )
+    uri = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train@{DIGEST}"
+    check = check_image(aws, "training image", uri)
+    assert (check.status, check.detail) == ("PROBLEM", f"dogbreed-train has no image {DIGEST}")
+    assert check.fix == (
+        "scripts/build_and_push.sh --region us-east-1, then pass the URI it prints; or a digest "
+        "that dogbreed-train has: aws ecr describe-images --registry-id 123456789012 "
+        "--repository-name dogbreed-train --region us-east-1 --query 'imageDetails[].imageDigest'"
+    )

@@ -96,18 +96,36 @@ def configure_preflight(parser: argparse.ArgumentParser) -> None:
     from dogbreed.launch.training.debugger import DEFAULT_RULES
 
     parser.description = (
-        "Check, before any money is spent, what a run would trip on: credentials, the role, the "
-        "bucket and its region, the images in ECR, and the SageMaker quotas for the training "
-        "instances, the Debugger rule evaluations (processing jobs), tuning's parallel trials "
-        "and the endpoint. Prints OK, PROBLEM (with the fix) or SKIPPED per check; exit 1 on any "
+        "Check, before any money is spent, what a run would trip on: credentials, the role and "
+        "its trust, the buckets and their region, the images in ECR, what the role may do with "
+        "them (IAM's policy simulator: read --data, write --output, --checkpoint-s3 and the "
+        "Debugger output, pull the images, use the buckets' KMS keys), and the SageMaker quotas "
+        "for the training instances (the spot ones with --spot), the Debugger rule evaluations "
+        "(processing jobs), tuning's parallel trials and the endpoint. Prints OK, PROBLEM (with "
+        "the fix), WARNING (what may stop a run, and why) or SKIPPED per check; exit 1 on any "
         "PROBLEM."
     )
     parser.add_argument("--bucket", help="bucket (or s3:// URI) for data and output")
+    parser.add_argument("--data", help="as train's --data: the S3 prefix the jobs read")
+    parser.add_argument("--output", help="as train's --output: the S3 prefix the jobs write")
+    parser.add_argument(
+        "--checkpoint-s3",
+        "--checkpoint",
+        dest="checkpoint_s3",
+        help="as train's --checkpoint-s3 (default with --spot: under --output)",
+    )
+    parser.add_argument("--debug-output", help="as train's --debug-output (default: --output)")
     parser.add_argument("--train-image", help="training image URI")
     parser.add_argument("--serve-image", help="serving image URI")
     parser.add_argument("--instance-type", default=defaults.TRAINING_INSTANCE_TYPE)
     parser.add_argument("--instance-count", type=int, default=1, help="per training job")
     parser.add_argument("--max-parallel", type=int, default=2, help="tune's parallel trials")
+    parser.add_argument(
+        "--spot",
+        action="store_true",
+        help="as train's and tune's --spot: check the spot training quota, and that the role "
+        "may read and write the checkpoints",
+    )
     parser.add_argument("--serve-instance-type", default=defaults.SERVING_INSTANCE_TYPE)
     parser.add_argument("--rules", default=",".join(DEFAULT_RULES), help="train's --rules")
     parser.add_argument("--no-debugger", action="store_true", help="as train's --no-debugger")
@@ -118,17 +136,26 @@ def configure_preflight(parser: argparse.ArgumentParser) -> None:
 def run_preflight(args: argparse.Namespace) -> int:
     from dogbreed.launch.session import ROLE_ENV
     from dogbreed.launch.training import preflight
+    from dogbreed.launch.training.debugger import rule_image_uri
 
     aws = connect(args)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    debugging = not (args.no_debugger and args.no_profiler) and rule_image_uri(aws.region)
+    debug_output = (args.debug_output or args.output) if debugging else None
+    # With --spot and no --checkpoint-s3, the job keeps checkpoints under <output>/<job>/.
+    checkpoint = args.checkpoint_s3 or (args.output if args.spot else None)
     target = preflight.Target(
         role_arn=args.role or os.environ.get(ROLE_ENV),
         buckets=[preflight.bucket_of(args.bucket)] if args.bucket else [],
         images=[("training image", args.train_image), ("serving image", args.serve_image)],
         quotas=[
-            *preflight.training_needs(args.instance_type, args.instance_count, args.max_parallel),
+            *preflight.training_needs(
+                args.instance_type, args.instance_count, args.max_parallel, spot=args.spot
+            ),
             *preflight.rule_needs(aws.region, rules, not args.no_debugger, not args.no_profiler),
             preflight.QuotaNeed("endpoint", args.serve_instance_type, "endpoint", 1),
         ],
+        reads=[args.data, checkpoint],
+        writes=[args.output, args.checkpoint_s3, debug_output],
     )
     return preflight.print_report(preflight.run_checks(aws, target))

@@ -60,8 +60,10 @@ def _job_options(parser: argparse.ArgumentParser, required: bool = True) -> None
     parser.add_argument(
         "--skip-preflight",
         action="store_true",
-        help="start without checking that the role trusts SageMaker, the buckets are in the "
-        "region and the image is in ECR (see `dogbreed preflight`)",
+        help="start without checking that the role trusts SageMaker and may read the data, "
+        "write the output and pull the image, the buckets are in the region, the image is in "
+        "ECR and the training instance quota (the spot one with --spot) allows the job (see "
+        "`dogbreed preflight`)",
     )
 
 

@@ -147,16 +147,18 @@ def start_training_job(
     """Check everything, then send ``CreateTrainingJob``; returns the request that was sent.
 
     The checks include the data layout (:func:`~dogbreed.launch.data.layout.check_layout`) and, unless
-    ``preflight=False``, the role, buckets and image (:func:`~dogbreed.launch.training.preflight.require_ready`).
-    ``announce`` hears what was found and a last line just before the job starts. In local mode
+    ``preflight=False``, the role, what it may do with the buckets and image, and the instance quota
+    (:func:`~dogbreed.launch.training.preflight.require_ready`). ``announce`` hears what was found
+    (warnings included) and a last line just before the job starts. In local mode
     this call runs the whole job in docker and returns when it ends.
     """
     request = training_job_request(spec, aws.region, local=aws.local)
     layout = check_layout(aws, spec.channels)
-    if preflight:
-        require_ready(aws, spec)
+    warned = require_ready(aws, spec) if preflight else []
     if announce:
         announce(layout.summary())
+        for check in warned:
+            announce(check.lines())
         announce(f"starting training job {spec.name}" + (" in local mode" if aws.local else ""))
     aws.sagemaker.create_training_job(**request)
     return request

@@ -1,19 +1,26 @@
 """What a run would trip on, found before any money is spent, each with its fix.
 
 ``dogbreed preflight`` runs every check in :func:`run_checks`; ``train`` and ``tune`` run the
-cheap ones (:func:`require_ready`: the role, the buckets, the image) just before they create a job.
+cheap ones (:func:`require_ready`: the role, the buckets, the image, what the role may do with
+them) and their training instance quota just before they create a job.
 
 Service quotas are looked up by name, not code: codes differ per instance type and region, and
 AWS names them ``<instance type> for training job usage`` / ``for processing job usage`` /
 ``for endpoint usage`` (the SageMaker quota list of the AWS General Reference,
 https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker). The code that a
-fix command needs comes from the same ``ListServiceQuotas`` answer.
+fix command needs comes from the same ``ListServiceQuotas`` answer. Managed spot training counts
+against its own quota, ``<instance type> for spot training job usage``.
+
+What the role may do with the run's buckets, images and keys is asked of IAM's policy simulator
+(:mod:`.permissions`). Besides OK, PROBLEM and SKIPPED, a check can be a WARNING: something that
+may stop a run but that preflight cannot settle (a bucket policy the simulator does not weigh);
+``train`` and ``tune`` refuse only on a PROBLEM.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,39 +31,32 @@ from botocore.exceptions import ClientError, NoCredentialsError
 
 from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import ROLE_PATTERN, Aws
+from dogbreed.launch.training.permissions import (
+    DENIED,
+    ECR_IMAGE,
+    POLICY_NAME,
+    Needs,
+    SimulatorRefused,
+    assess,
+    code_of,
+)
 
 if TYPE_CHECKING:
     from dogbreed.launch.training.spec import TrainingJobSpec
 
-OK, PROBLEM, SKIPPED = "OK", "PROBLEM", "SKIPPED"
+OK, PROBLEM, SKIPPED, WARNING = "OK", "PROBLEM", "SKIPPED", "WARNING"
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
-TRUST_POLICY = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": SAGEMAKER_PRINCIPAL},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    },
-    separators=(",", ":"),
-)
+PERMISSIONS = "role permissions"
 #: Where SageMaker runs a rule evaluation whose configuration names no InstanceType (ours name
 #: none): one processing job per rule, for as long as the training job runs. The instance type is
 #: the one users report (issue 10); SageMaker's API reference does not state this default.
 RULE_INSTANCE_TYPE = "ml.m5.xlarge"
-ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repository>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]+)|@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
-DENIED = {"AccessDenied", "AccessDeniedException", "403", "UnauthorizedOperation"}
 
 
 @dataclass(frozen=True)
 class Check:
-    """One finding: OK, PROBLEM (with the fix) or SKIPPED (with why)."""
+    """One finding: OK, PROBLEM (with the fix), WARNING (what may stop a run, and why) or
+    SKIPPED (with why)."""
 
     name: str
     status: str
@@ -74,7 +74,7 @@ class QuotaNeed:
 
     check: str
     instance_type: str
-    usage: str  # "training job", "processing job" or "endpoint"
+    usage: str  # "training job", "spot training job", "processing job" or "endpoint"
     count: int
     alternative: str = ""  # another fix besides an increase
 
@@ -88,17 +88,26 @@ class Target:
     """What a run would use: ``None`` where the user did not say (its check is skipped)."""
 
     role_arn: str | None = None
-    buckets: Sequence[str] = ()  # none: skipped
+    buckets: Sequence[str] = ()  # besides those of reads and writes; none at all: skipped
     images: Sequence[tuple[str, str | None]] = ()  # (what, URI), e.g. ("training image", "...")
     quotas: Sequence[QuotaNeed] = ()
+    reads: Sequence[str | None] = ()  # S3 URIs the role reads: the data channels
+    writes: Sequence[str | None] = ()  # S3 URIs it writes: output, checkpoints, Debugger output
 
+    @property
+    def all_buckets(self) -> list[str]:
+        uris = [u for u in (*self.reads, *self.writes) if u and u.startswith("s3://")]
+        return list(dict.fromkeys([*self.buckets, *(bucket_of(u) for u in uris)]))
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
+    def needs(self) -> Needs | None:
+        """What the role must be allowed (None without a role ARN to ask about)."""
+        if not self.role_arn or not ROLE_PATTERN.match(self.role_arn):
+            return None
+        return Needs.of(self.role_arn, self.reads, self.writes, [uri for _, uri in self.images])
 
 
 def _denied(name: str, error: ClientError) -> Check:
-    return Check(name, SKIPPED, f"not allowed to look ({error.operation_name}: {_code(error)})")
+    return Check(name, SKIPPED, f"not allowed to look ({error.operation_name}: {code_of(error)})")
 
 
 def check_credentials(aws: Aws) -> Check:
@@ -115,7 +124,7 @@ def check_credentials(aws: Aws) -> Check:
         return Check(
             "credentials",
             PROBLEM,
-            f"AWS refused them ({_code(error)})",
+            f"AWS refused them ({code_of(error)})",
             "aws configure (new access keys), or aws sso login for an expired session",
         )
     return Check("credentials", OK, f"account {identity['Account']}, {identity['Arn']}")
@@ -132,48 +141,99 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def trusts_sagemaker(document: Any) -> bool:
-    """Whether a trust policy lets SageMaker assume the role (an Allow of sts:AssumeRole)."""
+def _principals(statement: dict[str, Any]) -> dict[str, list[Any]]:
+    """A statement's Principal as ``{kind: [values]}``: ``"*"`` (any principal) is ``{"*": ["*"]}``;
+    a dict's values may be strings or lists."""
+    principal = statement.get("Principal") or {}
+    if isinstance(principal, str):
+        return {"*": ["*"]} if principal == "*" else {"AWS": [principal]}
+    if not isinstance(principal, dict):
+        return {}
+    return {str(kind): _as_list(values) for kind, values in principal.items()}
+
+
+def trust_of(document: Any) -> str:
+    """``"sagemaker"`` where a statement allows sts:AssumeRole to the SageMaker service,
+    ``"anyone"`` where one allows it to any principal (``"*"``; usually under a condition, which
+    decides whether SageMaker is let in), else ``"no"``."""
+    found = "no"
     for statement in _statements(document):
-        services = _as_list((statement.get("Principal") or {}).get("Service", []))
         actions = _as_list(statement.get("Action", []))
-        if (
-            statement.get("Effect") == "Allow"
-            and SAGEMAKER_PRINCIPAL in services
-            and any(a in ("sts:AssumeRole", "sts:*", "*") for a in actions)
+        if statement.get("Effect") != "Allow" or not any(
+            a in ("sts:AssumeRole", "sts:*", "*") for a in actions
         ):
-            return True
-    return False
+            continue
+        principals = _principals(statement)
+        if SAGEMAKER_PRINCIPAL in principals.get("Service", []):
+            return "sagemaker"
+        if "*" in principals.get("*", []) or "*" in principals.get("AWS", []):
+            found = "anyone"
+    return found
 
 
-def check_role(aws: Aws, role_arn: str | None) -> Check:
+def trusts_sagemaker(document: Any) -> bool:
+    """Whether a trust policy names SageMaker in an Allow of sts:AssumeRole."""
+    return trust_of(document) == "sagemaker"
+
+
+def trust_policy(account: str) -> str:
+    """The trust policy SageMaker needs, limited to jobs of ``account`` (``aws:SourceAccount``:
+    AWS's guard against the confused deputy problem)."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": SAGEMAKER_PRINCIPAL},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, separators=(",", ":"))
+
+
+def put_role_policy(role_name: str, needs: Needs) -> str:
+    """The command that attaches the least-privilege inline policy a run needs."""
+    return (
+        f"aws iam put-role-policy --role-name {role_name} --policy-name {POLICY_NAME} "
+        f"--policy-document {shlex.quote(needs.policy_json())}"
+    )
+
+
+def check_role(aws: Aws, role_arn: str | None, needs: Needs | None = None) -> Check:
+    """The role exists and trusts SageMaker; a fix that creates it also attaches the inline policy
+    that ``needs`` asks for."""
+    return _role(aws, role_arn, needs)[0]
+
+
+def _role(aws: Aws, role_arn: str | None, needs: Needs | None) -> tuple[Check, bool]:
+    """:func:`check_role`, and whether the role exists at that ARN (the simulator can ask)."""
     if not role_arn:
         return Check(
             "role",
             PROBLEM,
             "no SageMaker execution role given",
             "pass --role ARN or set DOGBREED_ROLE_ARN (create one as below if you have none)",
-        )
+        ), False
     if not ROLE_PATTERN.match(role_arn):
         return Check(
             "role",
             PROBLEM,
             f"{role_arn!r} is not an IAM role ARN",
             "--role arn:aws:iam::<account>:role/<name> (aws iam list-roles shows yours)",
-        )
+        ), False
     role_name = role_arn.rsplit("/", 1)[-1]
+    trust = shlex.quote(trust_policy(role_arn.split(":")[4]))
     create = (
-        f"aws iam create-role --role-name {role_name} --assume-role-policy-document "
-        f"'{TRUST_POLICY}' && aws iam attach-role-policy --role-name {role_name} "
+        f"aws iam create-role --role-name {role_name} --assume-role-policy-document {trust} && "
+        f"aws iam attach-role-policy --role-name {role_name} "
         "--policy-arn arn:aws:iam::aws:policy/AmazonSageMakerFullAccess"
     )
+    if needs:
+        create += f" && {put_role_policy(role_name, needs)}"
     try:
         role = aws.client("iam").get_role(RoleName=role_name)["Role"]
     except ClientError as error:
-        if _code(error) == "NoSuchEntity":
-            return Check("role", PROBLEM, f"{role_arn} does not exist", create)
-        if _code(error) in DENIED:
-            return _denied("role", error)
+        if code_of(error) == "NoSuchEntity":
+            return Check("role", PROBLEM, f"{role_arn} does not exist", create), False
+        if code_of(error) in DENIED:
+            return _denied("role", error), True  # the simulator may still answer
         raise
     if role["Arn"] != role_arn:
         return Check(
@@ -181,17 +241,26 @@ def check_role(aws: Aws, role_arn: str | None) -> Check:
             PROBLEM,
             f"{role_arn} does not exist; {role['Arn']} does",
             f"--role {role['Arn']}",
-        )
-    if not trusts_sagemaker(role.get("AssumeRolePolicyDocument", {})):
+        ), False
+    update = f"aws iam update-assume-role-policy --role-name {role_name} --policy-document {trust}"
+    trust_found = trust_of(role.get("AssumeRolePolicyDocument", {}))
+    if trust_found == "anyone":
+        return Check(
+            "role",
+            WARNING,
+            f'{role_name}\'s trust policy lets any principal ("*") assume it, under its '
+            f"conditions: whether {SAGEMAKER_PRINCIPAL} may depends on them",
+            f"name the service instead: {update}",
+        ), True
+    if trust_found != "sagemaker":
         return Check(
             "role",
             PROBLEM,
             f"{role_name} exists but does not trust {SAGEMAKER_PRINCIPAL}: jobs would fail to "
             "assume it",
-            f"aws iam update-assume-role-policy --role-name {role_name} --policy-document "
-            f"'{TRUST_POLICY}'",
-        )
-    return Check("role", OK, f"{role_name} exists and trusts {SAGEMAKER_PRINCIPAL}")
+            update,
+        ), True
+    return Check("role", OK, f"{role_name} exists and trusts {SAGEMAKER_PRINCIPAL}"), True
 
 
 def bucket_of(uri: str) -> str:
@@ -205,14 +274,14 @@ def check_bucket(aws: Aws, bucket: str) -> Check:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if _code(error) in ("404", "NoSuchBucket"):
+        if code_of(error) in ("404", "NoSuchBucket"):
             return Check(
                 name,
                 PROBLEM,
                 "does not exist",
                 f"aws s3 mb s3://{bucket} --region {aws.region}",
             )
-        if _code(error) in DENIED:
+        if code_of(error) in DENIED:
             return Check(
                 name,
                 PROBLEM,
@@ -224,7 +293,7 @@ def check_bucket(aws: Aws, bucket: str) -> Check:
     try:
         location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
     except ClientError as error:
-        if _code(error) in DENIED:
+        if code_of(error) in DENIED:
             return _denied(name, error)
         raise
     region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
@@ -265,14 +334,21 @@ def check_image(aws: Aws, what: str, uri: str) -> Check:
             imageIds=[image_id],
         )
     except ClientError as error:
-        code = _code(error)
+        code = code_of(error)
         if code == "RepositoryNotFoundException":
             return Check(what, PROBLEM, f"no repository {match['repository']}", push)
         if code == "ImageNotFoundException":
+            if tag:
+                fix = f"{push} --tag {tag}"
+            else:  # a digest names one pushed image: pushing again makes another digest
+                fix = (
+                    f"{push}, then pass the URI it prints; or a digest that "
+                    f"{match['repository']} has: aws ecr describe-images --registry-id "
+                    f"{match['account']} --repository-name {match['repository']} --region "
+                    f"{aws.region} --query 'imageDetails[].imageDigest'"
+                )
             shown = tag or match["digest"]
-            return Check(
-                what, PROBLEM, f"{match['repository']} has no image {shown}", f"{push} --tag {tag}"
-            )
+            return Check(what, PROBLEM, f"{match['repository']} has no image {shown}", fix)
         if code in DENIED:
             return _denied(what, error)
         raise
@@ -306,7 +382,7 @@ def check_quotas(aws: Aws, needs: Sequence[QuotaNeed]) -> list[Check]:
     try:
         quotas = find_quotas(aws, {need.quota_name for need in needs})
     except ClientError as error:
-        if _code(error) in DENIED:
+        if code_of(error) in DENIED:
             return [_denied(need.check, error) for need in needs]
         raise
     checks = []
@@ -342,24 +418,82 @@ def rule_evaluations(debug_request: dict[str, Any]) -> Counter[str]:
     return Counter(rule.get("InstanceType", RULE_INSTANCE_TYPE) for rule in rules)
 
 
+def check_permissions(aws: Aws, role_arn: str, needs: Needs) -> list[Check]:
+    """May the role read, list and write the run's prefixes, pull its images, use its buckets'
+    keys? One PROBLEM or WARNING per action and resource it may not, problems first; the last
+    problem (else the last warning) carries the fix, which ``train``'s refusal shows too."""
+    role_name = role_arn.rsplit("/", 1)[-1]
+    try:
+        found = assess(aws, role_arn, needs)
+    except SimulatorRefused as refused:
+        why = (
+            f"not allowed to ask IAM's policy simulator ({refused}; it takes "
+            f"iam:SimulatePrincipalPolicy on {role_arn})"
+            if code_of(refused.error) in DENIED
+            else f"IAM's policy simulator did not answer ({refused})"
+        )
+        return [
+            Check(
+                PERMISSIONS,
+                SKIPPED,
+                f"{why}: whether {role_name} may read the data, write the output and pull the "
+                "images was not checked",
+            )
+        ]
+    checks = [Check(PERMISSIONS, SKIPPED, note) for note in found.notes]
+    bad = [
+        Check(PERMISSIONS, PROBLEM if f.final else WARNING, f"{role_name} may not {f.text()}")
+        for f in sorted(found.findings, key=lambda f: not f.final)
+    ]
+    if not bad:
+        said = [f"read {', '.join(p.uri for p in found.needs.reads)}"] if found.needs.reads else []
+        said += (
+            [f"write {', '.join(p.uri for p in found.needs.writes)}"] if found.needs.writes else []
+        )
+        if found.needs.repositories:
+            names = [arn.split(":repository/", 1)[1] for arn in found.needs.repositories]
+            said.append(f"pull {', '.join(names)} from ECR")
+        if found.needs.keys:
+            said.append(f"use the buckets' KMS key{'s' if len(found.needs.keys) > 1 else ''}")
+        return [
+            *checks,
+            Check(PERMISSIONS, OK, f"{role_name} may {'; '.join(said)} (IAM policy simulator)"),
+        ]
+    last = len(problems(bad)) - 1 if problems(bad) else len(bad) - 1
+    fix = put_role_policy(role_name, found.needs)
+    bad[last] = Check(bad[last].name, bad[last].status, bad[last].detail, fix)
+    return checks + bad
+
+
 def run_checks(aws: Aws, target: Target) -> list[Check]:
     """Every check, in order; after failed credentials the rest are skipped."""
     credentials = check_credentials(aws)
     if credentials.status != OK:
-        names = ["role", *(f"bucket {b}" for b in target.buckets)]
-        names += [what for what, _ in target.images] + [need.check for need in target.quotas]
+        names = ["role", *(f"bucket {b}" for b in target.all_buckets)]
+        names += [what for what, _ in target.images]
+        names += [PERMISSIONS] if target.needs() else []
+        names += [need.check for need in target.quotas]
         return [credentials, *(Check(n, SKIPPED, "needs credentials") for n in names)]
     return [credentials, *cheap_checks(aws, target), *check_quotas(aws, target.quotas)]
 
 
 def cheap_checks(aws: Aws, target: Target) -> list[Check]:
-    """The role, each bucket, each image: one or two requests each."""
-    checks = [check_role(aws, target.role_arn)]
-    checks += [check_bucket(aws, bucket) for bucket in dict.fromkeys(target.buckets)]
-    if not target.buckets:
-        checks.append(Check("bucket", SKIPPED, "none given (--bucket)"))
+    """The role, each bucket, each image (one or two requests each), then what the role may do
+    with them (IAM's policy simulator: a few requests)."""
+    needs = target.needs()
+    role, exists = _role(aws, target.role_arn, needs)
+    checks = [role]
+    buckets = target.all_buckets
+    checks += [check_bucket(aws, bucket) for bucket in buckets]
+    if not buckets:
+        checks.append(Check("bucket", SKIPPED, "none given (--bucket, --data, --output)"))
     for what, uri in target.images:
         checks.append(check_image(aws, what, uri) if uri else Check(what, SKIPPED, "none given"))
+    if needs and target.role_arn:
+        if exists:
+            checks += check_permissions(aws, target.role_arn, needs)
+        else:
+            checks.append(Check(PERMISSIONS, SKIPPED, "no role to ask about (see role)"))
     return checks
 
 
@@ -367,33 +501,68 @@ def problems(checks: Iterable[Check]) -> list[Check]:
     return [c for c in checks if c.status == PROBLEM]
 
 
-def require_ready(aws: Aws, spec: TrainingJobSpec) -> None:
+def warnings(checks: Iterable[Check]) -> list[Check]:
+    return [c for c in checks if c.status == WARNING]
+
+
+def checkpoint_of(spec: TrainingJobSpec) -> str | None:
+    """Where the job keeps checkpoints: ``--checkpoint-s3``, or with spot ``<output>/<job>/...``
+    (as :func:`~dogbreed.launch.training.jobs.training_job_request` sends it)."""
+    if spec.checkpoint_s3 or not spec.spot:
+        return spec.checkpoint_s3
+    return f"{spec.output_s3.rstrip('/')}/{spec.name}/checkpoints"
+
+
+def require_ready(aws: Aws, spec: TrainingJobSpec, parallel: int | None = None) -> list[Check]:
     """What ``train`` and ``tune`` check before creating a job (not in local mode): the role, the
-    buckets of every S3 URI, the image; a LaunchError lists each problem with its fix."""
+    buckets of every S3 URI, the image, what the role may do with them, and the training instance
+    quota (the spot one with spot; ``parallel`` trials at once for ``tune``). A LaunchError lists
+    each problem with its fix; the warnings are returned."""
     if aws.local:
-        return
+        return []
     debug_output = spec.debugger.s3_output if spec.debugger else None
-    uris = [*spec.channels.values(), spec.output_s3, spec.checkpoint_s3, debug_output]
-    buckets = [bucket_of(u) for u in uris if u and u.startswith("s3://")]
-    images = [("training image", spec.image_uri)]
-    found = problems(cheap_checks(aws, Target(spec.role_arn, buckets, images)))
+    checkpoint = checkpoint_of(spec)
+    usage = "spot training job" if spec.spot else "training job"
+    if parallel is None:
+        quota = QuotaNeed("training", spec.instance_type, usage, spec.instance_count)
+    else:
+        quota = QuotaNeed(
+            f"tuning ({parallel} parallel trials)",
+            spec.instance_type,
+            usage,
+            parallel * spec.instance_count,
+            "tune with fewer parallel trials (--max-parallel)",
+        )
+    target = Target(
+        role_arn=spec.role_arn,
+        images=[("training image", spec.image_uri)],
+        quotas=[quota],
+        reads=[*spec.channels.values(), checkpoint],
+        writes=[spec.output_s3, checkpoint, debug_output],
+    )
+    checks = [*cheap_checks(aws, target), *check_quotas(aws, target.quotas)]
+    found = problems(checks)
     if found:
         raise LaunchError(
             "preflight found a problem before any job started (--skip-preflight skips this):\n"
             + "\n".join(c.lines() for c in found)
         )
+    return warnings(checks)
 
 
-def training_needs(instance_type: str, count: int, max_parallel: int) -> list[QuotaNeed]:
+def training_needs(
+    instance_type: str, count: int, max_parallel: int, spot: bool = False
+) -> list[QuotaNeed]:
     """``train``'s instances, and tune's: every parallel trial's instances count (AWS's automatic
     model tuning limits page: each concurrent training instance counts against the training
-    instance quota)."""
+    instance quota). Managed spot training counts against the spot quota of the type."""
+    usage = "spot training job" if spot else "training job"
     return [
-        QuotaNeed("training", instance_type, "training job", count),
+        QuotaNeed("training", instance_type, usage, count),
         QuotaNeed(
             f"tuning ({max_parallel} parallel trials)",
             instance_type,
-            "training job",
+            usage,
             max_parallel * count,
             "tune with fewer parallel trials (--max-parallel)",
         ),
@@ -420,9 +589,14 @@ def rule_needs(region: str, rules: Sequence[str], tensors: bool, profiler: bool)
 
 
 def print_report(checks: Sequence[Check], out: Callable[[str], None] = print) -> int:
-    """Print each check; 1 if any is a PROBLEM."""
+    """Print each check; 1 if any is a PROBLEM (warnings do not fail it)."""
     for check in checks:
         out(check.lines())
-    found = len(problems(checks))
-    out(f"{found} problem(s): fix them before a run" if found else "ready: nothing to fix")
+    found, warned = len(problems(checks)), len(warnings(checks))
+    also = f"; {warned} warning(s) to read" if warned else ""
+    out(
+        f"{found} problem(s): fix them before a run{also}"
+        if found
+        else f"ready: nothing to fix{also}"
+    )
     return 1 if found else 0

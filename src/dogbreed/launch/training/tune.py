@@ -91,19 +91,21 @@ def start_tuning_job(
     announce: Callable[[str], None] | None = None,
     preflight: bool = True,
 ) -> dict[str, Any]:
-    """Check everything (the data layout, and the role, buckets and image unless
-    ``preflight=False``), then send ``CreateHyperParameterTuningJob``.
+    """Check everything (the data layout, and unless ``preflight=False`` the role, what it may do
+    with the buckets and image, and the instance quota for the parallel trials), then send
+    ``CreateHyperParameterTuningJob``.
 
-    ``announce`` hears what was found in the data, before the job starts.
+    ``announce`` hears what was found (warnings included), before the job starts.
     """
     if aws.local:
         raise LaunchError("SageMaker has no local hyperparameter tuning; run tune on AWS")
     request = tuning_job_request(spec, aws.region)
     layout = check_layout(aws, spec.training.channels)
-    if preflight:
-        require_ready(aws, spec.training)
+    warned = require_ready(aws, spec.training, spec.max_parallel_jobs) if preflight else []
     if announce:
         announce(layout.summary())
+        for check in warned:
+            announce(check.lines())
     aws.sagemaker.create_hyper_parameter_tuning_job(**request)
     return request
 
