@@ -214,11 +214,15 @@ def _extract_tarball(tarball: Path) -> Path:
 
 def resolve_model_dir(path: Path) -> Path:
     """A directory holding the artifact; a ``.tar.gz`` (or a dir holding only one) is extracted,
-    into a folder removed when this process exits."""
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        return _extract_tarball(path)
-    if path.is_dir() and not (path / SPEC_FILE).exists() and (path / "model.tar.gz").exists():
-        return _extract_tarball(path / "model.tar.gz")
+    into a folder removed when this process exits. A path this user may not look into (a
+    folder mounted 0700 for a server running unprivileged) is an ArtifactError naming it."""
+    try:
+        if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+            return _extract_tarball(path)
+        if path.is_dir() and not (path / SPEC_FILE).exists() and (path / "model.tar.gz").exists():
+            return _extract_tarball(path / "model.tar.gz")
+    except PermissionError as exc:
+        raise unreadable(Path(exc.filename or path), exc) from None
     return path
 
 

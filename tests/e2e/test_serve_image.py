@@ -148,6 +148,20 @@ def test_serve_loads_a_model_tarball(serve_image: str, model_dir: Path, scratch_
         assert answer.stdout.strip() == "200", server.read_logs()[-3000:]
 
 
+def test_a_model_the_server_may_not_read_is_named(
+    serve_image: str, model_dir: Path, scratch_dir: Path
+) -> None:
+    """A folder mounted 0700 (the server runs as uid 10001): exit 2, naming the path and its mode."""
+    made = run(["tar", "-czf", str(scratch_dir / "model.tar.gz"), "-C", str(model_dir), "."])
+    assert made.returncode == 0, made.stderr
+    scratch_dir.chmod(0o700)
+    args = ["--network", "none", "-v", f"{scratch_dir}:/models:ro", serve_image]
+    result = run(["docker", "run", "--rm", *args, "serve", "--model-dir", "/models/model.tar.gz"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    want = f"cannot read /models/model.tar.gz (not statable) as uid {SERVER_UID}: Permission denied"
+    assert want in result.stderr, result.stderr[-3000:]
+
+
 def test_serve_image_has_no_training_packages(serve_image: str) -> None:
     check = "import importlib.util as u; print([m for m in ('smdebug', 'sagemaker_training') if u.find_spec(m)])"
     result = run(["docker", "run", "--rm", "--network", "none", serve_image, "python", "-c", check])
