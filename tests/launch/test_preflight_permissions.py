@@ -195,6 +195,24 @@ def test_the_simulator_is_asked_exactly_what_a_spot_run_reads_writes_and_pulls(
     assert lines(out, "PROBLEM") == [] and lines(out, "WARNING") == []
 
 
+def test_an_async_endpoints_input_and_output_are_asked_about(stub, capsys) -> None:
+    """An async endpoint reads its requests from S3 and writes its answers there, as the role."""
+    requests = f"arn:aws:s3:::{BUCKET}/async/input/*"
+    answers = f"arn:aws:s3:::{BUCKET}/async/out/*"
+    stub_role_and_resources(stub)
+    iam = stub("iam")
+    stub_simulation(iam, ROLE, ["s3:GetObject"], [DATA, requests], allowed("s3:GetObject"))
+    stub_simulation(iam, ROLE, ["s3:ListBucket"], [BUCKET_ARN], allowed("s3:ListBucket"))
+    stub_simulation(iam, ROLE, ["s3:PutObject"], [OUTPUT, answers], allowed("s3:PutObject"))
+    stub_image_questions(stub)
+    stub_quotas(stub, *PREFLIGHT_QUOTAS)
+    assert main([*PREFLIGHT, "--async-output", f"s3://{BUCKET}/async/out"]) == 0
+    out = capsys.readouterr().out
+    assert "read s3://my-dogbreed-bucket/dogImages/, s3://my-dogbreed-bucket/async/input/;" in out
+    assert "write s3://my-dogbreed-bucket/runs/, s3://my-dogbreed-bucket/async/out/;" in out
+    assert lines(out, "PROBLEM") == [] and lines(out, "WARNING") == []
+
+
 def test_a_role_that_cannot_read_the_bucket_is_a_problem_with_the_inline_policy_to_attach(
     stub, capsys
 ) -> None:

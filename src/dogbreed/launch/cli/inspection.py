@@ -99,7 +99,8 @@ def configure_preflight(parser: argparse.ArgumentParser) -> None:
         "Check, before any money is spent, what a run would trip on: credentials, the role and "
         "its trust, the buckets and their region, the images in ECR, what the role may do with "
         "them (IAM's policy simulator: read --data, write --output, --checkpoint-s3 and the "
-        "Debugger output, pull the images, use the buckets' KMS keys), and the SageMaker quotas "
+        "Debugger output, read --async-input and write --async-output, pull the images, use the "
+        "buckets' KMS keys), and the SageMaker quotas "
         "for the training instances (the spot ones with --spot), the Debugger rule evaluations "
         "(processing jobs), tuning's parallel trials and the endpoint. Prints OK, PROBLEM (with "
         "the fix), WARNING (what may stop a run, and why) or SKIPPED per check; exit 1 on any "
@@ -127,6 +128,15 @@ def configure_preflight(parser: argparse.ArgumentParser) -> None:
         "may read and write the checkpoints",
     )
     parser.add_argument("--serve-instance-type", default=defaults.SERVING_INSTANCE_TYPE)
+    parser.add_argument(
+        "--async-output",
+        help="as deploy --async's --output-s3: the prefix an async endpoint writes its results to",
+    )
+    parser.add_argument(
+        "--async-input",
+        help="as invoke's --input-s3: the prefix an async endpoint reads its requests from "
+        "(default: input/ beside --async-output)",
+    )
     parser.add_argument("--rules", default=",".join(DEFAULT_RULES), help="train's --rules")
     parser.add_argument("--no-debugger", action="store_true", help="as train's --no-debugger")
     parser.add_argument("--no-profiler", action="store_true", help="as train's --no-profiler")
@@ -134,6 +144,7 @@ def configure_preflight(parser: argparse.ArgumentParser) -> None:
 
 
 def run_preflight(args: argparse.Namespace) -> int:
+    from dogbreed.launch.endpoints.async_endpoint import beside
     from dogbreed.launch.session import ROLE_ENV
     from dogbreed.launch.training import preflight
     from dogbreed.launch.training.debugger import rule_image_uri
@@ -144,6 +155,9 @@ def run_preflight(args: argparse.Namespace) -> int:
     debug_output = (args.debug_output or args.output) if debugging else None
     # With --spot and no --checkpoint-s3, the job keeps checkpoints under <output>/<job>/.
     checkpoint = args.checkpoint_s3 or (args.output if args.spot else None)
+    async_input = args.async_input or (
+        beside(args.async_output, "input") if args.async_output else None
+    )
     target = preflight.Target(
         role_arn=args.role or os.environ.get(ROLE_ENV),
         buckets=[preflight.bucket_of(args.bucket)] if args.bucket else [],
@@ -155,7 +169,7 @@ def run_preflight(args: argparse.Namespace) -> int:
             *preflight.rule_needs(aws.region, rules, not args.no_debugger, not args.no_profiler),
             preflight.QuotaNeed("endpoint", args.serve_instance_type, "endpoint", 1),
         ],
-        reads=[args.data, checkpoint],
-        writes=[args.output, args.checkpoint_s3, debug_output],
+        reads=[args.data, checkpoint, async_input],
+        writes=[args.output, args.checkpoint_s3, debug_output, args.async_output],
     )
     return preflight.print_report(preflight.run_checks(aws, target))

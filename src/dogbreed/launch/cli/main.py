@@ -52,7 +52,7 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         endpoints.run_transform,
     ),
     "cleanup": (
-        "delete an endpoint, its config and model",
+        "delete what dogbreed deployed for an endpoint and nothing still uses (asks first)",
         endpoints.configure_cleanup,
         endpoints.run_cleanup,
     ),
