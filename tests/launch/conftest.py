@@ -7,9 +7,12 @@ anything unstubbed would go to ``AWS_ENDPOINT_URL`` (a closed port on 127.0.0.1)
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +21,7 @@ from urllib.parse import quote
 
 import pytest
 from botocore.stub import Stubber
+from moto.server import ThreadedMotoServer
 
 from dogbreed.launch.session import Aws
 from dogbreed.launch.training.debugger import DebuggerSettings, debugger_request
@@ -229,3 +233,24 @@ def trained_job(tmp_path_factory: pytest.TempPathFactory) -> TrainedJob:
     result = subprocess.run([train], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return TrainedJob(base=base, log=result.stdout + result.stderr, tensors=tensors)
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(moto_url: str, fake_aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty moto S3 that every client of this test talks to."""
+    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    return moto_url

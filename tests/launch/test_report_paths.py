@@ -8,18 +8,13 @@ and named, and the others still arrive.
 
 from __future__ import annotations
 
-import logging
 import os
-import socket
 import tempfile
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from dogbreed.launch.cli.main import main
 from dogbreed.launch.training import report
@@ -33,24 +28,9 @@ TRIAL = f"runs/{JOB}/debug-output/"
 RULE_OUTPUT = f"runs/{JOB}/rule-output/"
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3(moto_url: str, fake_aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+def s3(s3_url: str) -> Any:
     """An empty moto S3 holding ``BUCKET``; every client of the test talks to it."""
-    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=10).close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     client = boto3.client("s3", region_name=REGION)
     client.create_bucket(Bucket=BUCKET)
     return client

@@ -4,11 +4,8 @@ the request shapes against botocore's S3 model (Stubber); the progress display."
 from __future__ import annotations
 
 import io
-import logging
 import os
 import resource
-import socket
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +14,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from dogbreed.archives import ArchiveError, Limits, read_bounded
@@ -66,27 +62,6 @@ def write_zip(
         for name in junk:
             archive.writestr(name, b"junk")
     return path
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_url(moto_url: str, fake_aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
-    """An empty moto S3 that every client of this test talks to."""
-    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=10).close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    return moto_url
 
 
 @pytest.fixture
