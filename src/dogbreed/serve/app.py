@@ -29,7 +29,7 @@ from dogbreed.artifact import load_spec
 from dogbreed.serve.admission import Overloaded
 from dogbreed.serve.batcher import BatcherStopped
 from dogbreed.serve.config import ConfigError, ServerSettings
-from dogbreed.serve.predictor import InputError, Predictor
+from dogbreed.serve.predictor import InputError, ModelOutputError, Predictor
 from dogbreed.serve.readiness import ReadyWorkers
 from dogbreed.serve.runtime import load_runtime
 from dogbreed.serve.tuning import (
@@ -37,6 +37,7 @@ from dogbreed.serve.tuning import (
     MAX_BATCH_WAIT_S,
     MAX_IMAGE_PIXELS,
     MAX_IMAGES_PER_REQUEST,
+    MAX_REQUEST_PIXELS,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ MODEL_STATE = "dogbreed"
 #: Exit status gunicorn's arbiter reads as "worker failed to boot": it stops instead of respawning.
 WORKER_BOOT_ERROR = 3
 _TOP_K_ATTRIBUTE = re.compile(r"(?:^|[,;&\s])top_k\s*=\s*([^,;&\s]*)")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+#: ASCII whitespace, which base64 tools insert every 76 characters (``base64`` without ``-w0``).
+_BASE64_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
 
 
 class ApiError(Exception):
@@ -64,7 +68,10 @@ class ModelLoading(Exception):
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, mimetype=JSON, headers=headers)
+    """``body`` as strict JSON: a NaN or infinity raises (ValueError) instead of going out bare."""
+    return Response(
+        json.dumps(body, allow_nan=False), status=status, mimetype=JSON, headers=headers
+    )
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -84,10 +91,16 @@ def parse_top_k(header: str | None, query: list[str], default: int, num_classes:
         return min(default, num_classes)
     values = set()
     for source, raw in found:
+        digits = raw.strip(" \t")
+        # ASCII digits only: int() would also take "1_0", "+3" and Arabic-Indic digits.
+        if not _ASCII_DIGITS.fullmatch(digits):
+            raise ApiError(
+                400, f"{source} must be a positive integer (>= 1, ASCII digits), got {raw[:40]!r}"
+            )
         try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ApiError(400, f"{source} must be a positive integer, got {raw!r}") from None
+            value = int(digits)
+        except ValueError:  # more digits than int() converts (4,300)
+            raise ApiError(400, f"{source} must be a positive integer, got {raw[:40]!r}") from None
         if value < 1:
             raise ApiError(400, f"{source} must be >= 1, got {value}")
         values.add(value)
@@ -102,7 +115,7 @@ def decode_base64(text: Any, what: str) -> bytes:
     if text.startswith("data:") and "," in text:  # a data URL: data:image/jpeg;base64,....
         text = text.split(",", 1)[1]
     try:
-        data = base64.b64decode(text, validate=True)
+        data = base64.b64decode(text.translate(_BASE64_WHITESPACE), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(400, f"{what} is not valid base64: {exc}") from None
     if not data:
@@ -212,6 +225,7 @@ def own_message(exc: Exception) -> str:
 ERROR_RULES: dict[type[Exception], ErrorRule] = {
     ApiError: ErrorRule(),
     InputError: ErrorRule(),
+    ModelOutputError: ErrorRule(log=True),
     HTTPException: ErrorRule(),
     RequestEntityTooLarge: ErrorRule(
         413,
@@ -278,6 +292,7 @@ def build_predictor(settings: ServerSettings, device: str) -> Predictor:
         max_batch_size=settings.batch_size,
         max_batch_wait_s=MAX_BATCH_WAIT_S,
         max_image_pixels=MAX_IMAGE_PIXELS,
+        max_request_pixels=MAX_REQUEST_PIXELS,
         preprocess_on_requests=settings.preprocess_on_requests,
         decode_slots=settings.decode_threads,
         timeout_s=settings.timeout_s,

@@ -27,3 +27,28 @@ DEFAULT_TOP_K = 5
 #: Full-size batches run before /ping turns 200, after one cold single-image pass. Not measured
 #: (f51cf0f); admission control times images from these warm batches on, not the cold pass.
 WARMUP_ROUNDS = 1
+#: Seconds from a request's first byte to the end of its headers (issue 21). Until its headers are
+#: complete a connection waits in the worker's poller, not on a thread: 1,100 clients sending a
+#: header byte every 20 s held every thread of a worker (/ping timed out for 60 s).
+HEADER_TIMEOUT_S = 10.0
+#: A body must arrive within max(BODY_TIMEOUT_S, its Content-Length / BODY_MIN_BYTES_PER_S) of the
+#: end of its headers (a chunked one: of the bytes received so far), else 408 and the connection
+#: closes. 6 MB at 1 MB/s is 6 s: the 30 s floor is for slow links, and half the 60 s that
+#: SageMaker gives the whole request.
+BODY_TIMEOUT_S = 30.0
+BODY_MIN_BYTES_PER_S = 1_000_000
+#: Share of a worker's request threads that may wait for bodies still arriving at once; beyond it
+#: a request whose body is not yet here gets 503 at once. A quarter (256 of 1,024) leaves the
+#: others to /ping and to requests whose bodies came with their headers.
+BODY_THREAD_SHARE = 0.25
+#: Bytes of request bodies a worker holds at once (at least one largest body), each counted with
+#: the 1 MiB its reads take besides (BODY_READ_OVERHEAD_BYTES): a request that would go over gets
+#: 503 + Retry-After before its body is read. 200 clients each holding a 6 MB body short by one
+#: byte raised a worker by 838 MiB, never returned; with 256 MiB (42 held bodies) the worker
+#: peaked at +441 MiB (glibc malloc: ~10.5 MiB per held 6 MB body), so 192 MiB: 27 such bodies.
+BODY_BUDGET_BYTES = 192 * 1024 * 1024
+BODY_READ_OVERHEAD_BYTES = 1024 * 1024
+#: Decoded pixels of one request's images together (a JPEG counted at the scale it decodes at):
+#: two of the largest images. 30 PNGs of 40 MP in one 1.5 MB body took 8 s to decode and held
+#: every request beside them as long.
+MAX_REQUEST_PIXELS = 2 * MAX_IMAGE_PIXELS
