@@ -194,3 +194,21 @@ def test_requests_still_work_after_slow_clients(tuned_server: Server) -> None:
     response = tuned_server.post_jpeg(3, timeout=10)
     assert response.status_code == 200, response.text
     assert requests.get(f"{tuned_server.url}/ping", timeout=2).status_code == 200
+
+
+def test_a_stopping_worker_does_not_wait_for_unfinished_heads(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_tuned_server(model_dir, tmp_path)  # production deadlines
+    try:
+        server.wait_ready()
+        with socket.create_connection(address(server)) as sock:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.5)
+            start = time.monotonic()
+            assert server.stop(timeout_s=30) == 0
+            stopped_after = time.monotonic() - start
+    finally:
+        server.stop()
+    print(f"\nSIGTERM with an unfinished head open: stopped after {stopped_after:.2f}s")
+    assert stopped_after < 5  # not the 10 s head deadline, nor the 25 s grace period

@@ -328,6 +328,10 @@ class PrestartedThreadWorker(ThreadWorker):
         if not self._accepting and self.alive:  # full since the last check: room for more?
             self._make_room()
         now = time.monotonic()
+        if not self.alive:  # stopping: a request not yet whole is not waited for
+            for conn in list(self._head_conns):
+                self._drop_head_conn(conn, late=False)
+            return
         if now - self._last_head_scan < 0.25:
             return
         self._last_head_scan = now
