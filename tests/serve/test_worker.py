@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dogbreed.serve.worker import LifoThreadPool
+from dogbreed.serve.thread_pool import LifoThreadPool
 
 
 def test_threads_start_up_front_and_light_load_keeps_to_the_hottest() -> None:

@@ -1,154 +1,26 @@
-"""The gunicorn worker: gthread, on a pool whose threads all start before the worker serves and
-whose most recently idle thread takes the next connection.
-
-- Started beforehand: gthread's own pool starts a thread the first time it has no idle one, and
-  ``Thread.start`` waits until the new thread runs, which takes a turn at the GIL behind every
-  thread already busy. In a spike of 512 new connections the accepting loop paid that wait per
-  connection: measured on 2 cores, accepting them took 1.8 s and ``/ping``, queued in the listen
-  backlog behind them, as long; with the threads started beforehand, 0.33 s.
-- Last idle, first used: ``ThreadPoolExecutor`` hands tasks to its idle threads in turn, so over
-  time every one of the 1,024 threads touches its stack and allocator cache (~70 KB each: a
-  4-client soak grew each worker by 50-80 MB). Here light load keeps to a few hot threads.
-"""
+"""The gunicorn worker: gthread, with request threads from :mod:`.thread_pool`, request heads
+that wait in the poller (not on a thread) until complete or late, and bodies admitted against a
+budget and read against a deadline (:mod:`.body_deadline`); every refusal in JSON
+(:mod:`.error_pages`)."""
 
 from __future__ import annotations
 
 import contextlib
-import html
-import json
-import re
 import selectors
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
-from werkzeug.exceptions import RequestTimeout
 
 from dogbreed.serve import tuning
-
-Task = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
-
-
-class _Mailbox:
-    """One pool thread's mailbox: the task it is to run next (None: exit)."""
-
-    def __init__(self) -> None:
-        self.wake = threading.Event()
-        self.task: Task | None = None
-
-
-class LifoThreadPool:
-    """A fixed set of threads, all started at once, with ``submit`` and ``shutdown`` as gthread
-    uses them. Tasks beyond the idle threads queue in arrival order."""
-
-    def __init__(self, threads: int, name: str = "request") -> None:
-        self._lock = threading.Lock()
-        self._idle: list[_Mailbox] = []  # a stack: the last thread to go idle is woken first
-        self._backlog: deque[Task] = deque()
-        self._closed = False
-        for index in range(threads):
-            mailbox = _Mailbox()
-            threading.Thread(
-                target=self._serve, args=(mailbox,), name=f"{name}-{index}", daemon=True
-            ).start()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        task = (future, fn, args)
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the thread pool is shut down")
-            if not self._idle:
-                self._backlog.append(task)
-                return future
-            mailbox = self._idle.pop()
-        mailbox.task = task
-        mailbox.wake.set()
-        return future
-
-    def shutdown(self, wait: bool = False) -> None:
-        """Stop the idle threads now and the busy ones after their task.
-
-        The threads are daemons: nothing waits for them (gthread passes ``wait=False``).
-        """
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for mailbox in idle:
-            mailbox.task = None
-            mailbox.wake.set()
-
-    def _serve(self, mailbox: _Mailbox) -> None:
-        """Run queued tasks; when there are none, wait idle (on top of the stack) for one."""
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                task = self._backlog.popleft() if self._backlog else None
-                if task is None:
-                    self._idle.append(mailbox)
-            if task is None:
-                mailbox.wake.wait()  # idle until submit or shutdown hands it something
-                mailbox.wake.clear()
-                task = mailbox.task
-                if task is None:
-                    return
-            self._run(task)
-
-    @staticmethod
-    def _run(task: Task) -> None:
-        future, fn, args = task
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # handed to whoever waits on the future, as an executor does
-            future.set_exception(exc)
-
-
-class _ErrorPage:
-    """Stands in for a client socket while gunicorn writes its HTML error page, to keep what it
-    says (status, reason, message) and answer the client in JSON instead."""
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def gettimeout(self) -> float:
-        return 0.0  # "non-blocking": util.write_nonblock writes at once
-
-    def sendall(self, data: bytes) -> None:
-        self.data += data
-
-    send = sendall
-
-
-_STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r\n]*)\r\n")
-_PAGE_MESSAGE = re.compile(rb"</h1>\s*(.*?)\s*</body>", re.S)
-
-
-def json_error_page(status: int, reason: str, message: str) -> bytes:
-    """A complete HTTP response with the app's JSON error body; the connection closes after it."""
-    body = json.dumps(
-        {"status": status, "error": reason, "message": message or reason}, allow_nan=False
-    ).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
-
-
-class BodyTimeout(RequestTimeout):
-    """A request body that did not arrive by its deadline: the app answers 408 (JSON)."""
-
+from dogbreed.serve.body_deadline import BodySocket
+from dogbreed.serve.error_pages import ErrorPageCapture, json_error_page, json_page_for
+from dogbreed.serve.thread_pool import LifoThreadPool
 
 #: handle()'s answers besides gthread's: headers still incomplete (wait in the poller), and the
 #: connection already closed on the request thread (count it gone, close nothing).
@@ -158,55 +30,6 @@ _CLOSED = object()
 _PEEK_BYTES = 65536
 #: How long a request thread waits for a new connection's first byte before parking it.
 _FIRST_BYTE_WAIT_S = 0.05
-
-
-class _BodySocket:
-    """The connection's socket as the request's body reader sees it: every ``recv`` bounded by the
-    body's deadline (:class:`BodyTimeout` past it), and the end of the body noted."""
-
-    def __init__(self, sock: socket.socket, deadline: float, expected: int | None, done: Any):
-        self._sock = sock
-        self._start = time.monotonic()
-        self.deadline = deadline
-        self._expected = expected  # bytes still to come; None: chunked
-        self._received = 0
-        self._done = done  # called once, when the last expected byte is in
-        self.timed_out = False
-
-    def recv(self, size: int) -> bytes:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            self._time_out()
-        self._sock.settimeout(remaining)
-        try:
-            data = self._sock.recv(size)
-        except TimeoutError:
-            self._time_out()
-        finally:
-            self._sock.settimeout(None)
-        self._received += len(data)
-        if self._expected is None:  # chunked: the floor, or 1 MB/s of what came so far
-            rate_s = self._received / tuning.BODY_MIN_BYTES_PER_S
-            self.deadline = max(self.deadline, self._start + rate_s)
-        elif self._received >= self._expected:
-            self.finish()
-        return data
-
-    def finish(self) -> None:
-        if self._done is not None:
-            self._done()
-            self._done = None
-
-    def _time_out(self) -> None:
-        self.timed_out = True
-        self.finish()
-        raise BodyTimeout(
-            f"the request body did not arrive in time (at most max({tuning.BODY_TIMEOUT_S:g} s, "
-            f"size / {tuning.BODY_MIN_BYTES_PER_S / 1e6:g} MB/s) after its headers)"
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
 
 
 class PrestartedThreadWorker(ThreadWorker):
@@ -404,10 +227,10 @@ class PrestartedThreadWorker(ThreadWorker):
 
         unreader = conn.parser.unreader
         raw = unreader.sock
-        seconds = tuning.BODY_TIMEOUT_S  # chunked: extended as bytes come (_BodySocket)
+        seconds = tuning.BODY_TIMEOUT_S  # chunked: extended as bytes come (BodySocket)
         if expected is not None:
             seconds = max(seconds, body_size / tuning.BODY_MIN_BYTES_PER_S)
-        body_socket = _BodySocket(raw, time.monotonic() + seconds, still_to_come, body_in)
+        body_socket = BodySocket(raw, time.monotonic() + seconds, still_to_come, body_in)
         unreader.sock = body_socket
         try:
             keepalive = super().handle_request(req, conn)
@@ -477,18 +300,9 @@ class PrestartedThreadWorker(ThreadWorker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """gunicorn's status and message for ``exc`` (and its logging), in the app's JSON."""
-        page = _ErrorPage()
+        page = ErrorPageCapture()
         super().handle_error(req, page, addr, exc)
-        status = _STATUS_LINE.match(page.data)
-        if status is None:  # gunicorn wrote nothing we know: a bare 500
-            code, reason = 500, "Internal Server Error"
-        else:
-            code, reason = int(status[1]), status[2].decode("latin-1")
-        found = _PAGE_MESSAGE.search(page.data)
-        message = html.unescape(found[1].decode("latin-1")) if found else ""
-        if code >= 500 and not message:
-            message = "internal error"
         try:
-            util.write_nonblock(client, json_error_page(code, reason, message))
+            util.write_nonblock(client, json_page_for(page.data))
         except Exception:
             self.log.debug("Failed to send error message.")
