@@ -11,7 +11,6 @@ main environment's; smdebug is never imported there. This module imports neither
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import subprocess
 import sys
@@ -23,8 +22,6 @@ from pathlib import Path
 from dogbreed.child_env import safe_child_env
 from dogbreed.export.common import ERROR_PREFIX, ONNX_SITE_VAR, ExportError
 from dogbreed.onnx_telemetry import disable_telemetry
-
-log = logging.getLogger("dogbreed.export")
 
 #: The longest the training job waits for its export process.
 TIMEOUT_S = 3600.0
