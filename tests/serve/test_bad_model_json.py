@@ -95,3 +95,32 @@ def test_the_export_exits_2_naming_the_field(model_dir: Path, tmp_path: Path) ->
     ), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (copy / "model.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("serve_bin", "says"),
+    [
+        (SERVE_BIN, "from checkpoint, the shape in current model is torch.Size([4, 512])"),
+        (SLIM_SERVE_BIN, "model.int8.onnx outputs 5 classes, but model.json names 4"),
+    ],
+    ids=["torch", "slim"],
+)
+def test_a_class_count_unlike_the_models_stops_the_server_naming_both(
+    onnx_model_dir: Path, tmp_path: Path, serve_bin: Path, says: str
+) -> None:
+    """model.json naming 4 breeds beside weights for 5. On 86f3213 the slim server started and
+    answered 500 (IndexError) whenever the 5th output ranked in a request's top k."""
+    names = json.loads((onnx_model_dir / "model.json").read_text())["class_names"]
+    assert len(names) == 5
+    copy = bad_copy(onnx_model_dir, tmp_path, class_names=names[:-1])
+    env = {**os.environ, "SM_MODEL_DIR": str(copy), "SAGEMAKER_BIND_TO_PORT": str(free_port())}
+    result = subprocess.run(
+        [str(serve_bin), "serve", "--host", "127.0.0.1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output[-2000:]  # the worker failed to boot: gunicorn stops
+    assert says in output, output[-2000:]

@@ -101,7 +101,7 @@ def load_runtime(choice: ModelChoice, spec: ModelSpec, device: str, threads: int
     if choice.runtime == "onnx":
         from dogbreed.serve.onnx_runtime import OnnxRuntime
 
-        return OnnxRuntime(choice.model_file, threads, choice.precision)
+        return OnnxRuntime(choice.model_file, threads, choice.precision, spec.num_classes)
     from dogbreed.serve.torch_runtime import TorchRuntime
 
     return TorchRuntime(choice.model_file.parent, spec, device, threads)
