@@ -97,6 +97,25 @@ def test_keys_that_would_leave_the_folder_are_skipped_and_named(s3: Any, tmp_pat
     assert all(repr(key) in warning for key in escaping)
 
 
+def test_a_key_that_is_a_file_and_a_folder_at_once_is_skipped_and_named(
+    s3: Any, tmp_path: Path
+) -> None:
+    """S3 holds ``a`` and ``a/b`` side by side; a folder cannot. On faf1036 the download stopped
+    with FileExistsError, and the report with it."""
+    plant(s3, [TRIAL + "a", TRIAL + "a/b", TRIAL + "events/x"])
+    out = tmp_path / "out"
+
+    copied = download_prefix(s3, f"s3://{BUCKET}/{TRIAL}", out)
+
+    assert files_under(out) == ["a", "events/x"]
+    assert copied.clashing == [TRIAL + "a/b"] and copied.skipped == []
+    warning = copied.warning()
+    assert (
+        warning is not None and "skipped 1 S3 object(s) whose key is a file and a folder" in warning
+    )
+    assert repr(TRIAL + "a/b") in warning
+
+
 def test_the_report_command_names_what_it_skipped(
     s3: Any, stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

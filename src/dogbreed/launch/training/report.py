@@ -77,22 +77,35 @@ NAMED_KEYS = 10
 
 @dataclass
 class Downloaded:
-    """What :func:`download_prefix` wrote, and the keys it skipped because they would leave it."""
+    """What :func:`download_prefix` wrote, and the keys it skipped: those that would leave it,
+    and those whose path another key's holds (S3 may have both ``a`` and ``a/b``)."""
 
     target: Path
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    clashing: list[str] = field(default_factory=list)
 
     def warning(self) -> str | None:
         """One line naming the skipped keys (``repr``: no control characters reach a terminal)."""
-        if not self.skipped:
-            return None
-        named = ", ".join(repr(key) for key in self.skipped[:NAMED_KEYS])
-        more = len(self.skipped) - NAMED_KEYS
-        return (
-            f"warning: skipped {len(self.skipped)} S3 object(s) whose key would be written "
-            f"outside {self.target}: {named}{f' and {more} more' if more > 0 else ''}"
-        )
+        parts = []
+        if self.skipped:
+            parts.append(
+                f"skipped {len(self.skipped)} S3 object(s) whose key would be written outside "
+                f"{self.target}: {named_keys(self.skipped)}"
+            )
+        if self.clashing:
+            parts.append(
+                f"skipped {len(self.clashing)} S3 object(s) whose key is a file and a folder at "
+                f"once under {self.target} (like 'a' beside 'a/b'): {named_keys(self.clashing)}"
+            )
+        return f"warning: {'; '.join(parts)}" if parts else None
+
+
+def named_keys(keys: list[str]) -> str:
+    """The first ``NAMED_KEYS`` of ``keys`` (``repr``), and how many more."""
+    named = ", ".join(repr(key) for key in keys[:NAMED_KEYS])
+    more = len(keys) - NAMED_KEYS
+    return f"{named}{f' and {more} more' if more > 0 else ''}"
 
 
 def download_prefix(
@@ -113,8 +126,13 @@ def download_prefix(
             if path is None:
                 result.skipped.append(item["Key"])
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as out:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                out = path.open("wb")
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                result.clashing.append(item["Key"])
+                continue
+            with out:
                 shutil.copyfileobj(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"], out)
             result.files.append(path)
     return result
@@ -133,7 +151,7 @@ def local_trial(path: str, aws: Aws | None) -> Iterator[tuple[str, str | None]]:
     with tempfile.TemporaryDirectory(prefix="dogbreed-trial-") as folder:
         copied = download_prefix(aws.client("s3"), path, Path(folder))
         if not copied.files:
-            skipped = f"; {copied.warning()}" if copied.skipped else ""
+            skipped = f"; {copied.warning()}" if copied.warning() else ""
             raise LaunchError(f"{path}: no objects there (not an smdebug trial){skipped}")
         yield folder, copied.warning()
 
