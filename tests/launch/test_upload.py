@@ -382,6 +382,47 @@ def test_a_name_that_is_not_utf8_is_refused_naming_the_file(calls, tmp_path, cap
     assert calls == []
 
 
+def flag_member(path: Path, name: str, *, flags: int = 0, method: int | None = None) -> None:
+    """Set ``flags`` and (if given) the compression ``method`` of ``name``'s headers in the zip
+    at ``path``, as an encrypting or deflate64 zip tool writes them (zipfile writes neither)."""
+    data = bytearray(path.read_bytes())
+    encoded = name.encode()
+    # (signature, offset of the flags, of the name's length, of the name): local, then central.
+    headers = ((b"PK\x03\x04", 6, 26, 30), (b"PK\x01\x02", 8, 28, 46))
+    for signature, flag_at, length_at, name_at in headers:
+        start = data.find(signature)
+        while start != -1:
+            length = int.from_bytes(data[start + length_at : start + length_at + 2], "little")
+            if data[start + name_at : start + name_at + length] == encoded:
+                data[start + flag_at] |= flags
+                if method is not None:
+                    data[start + flag_at + 2 : start + flag_at + 4] = method.to_bytes(2, "little")
+            start = data.find(signature, start + 4)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("flags", "method", "says"),
+    [(0x1, None, "encrypted"), (0, 9, "compression method 9")],
+    ids=["encrypted", "deflate64"],
+)
+def test_a_zip_with_unreadable_members_is_refused_before_any_request(
+    flags, method, says, calls, tmp_path, capsys
+):
+    """On 512debb an encrypted member stopped the upload midway with a RuntimeError traceback
+    (a deflate64 one: NotImplementedError), after the files before it were sent."""
+    files = images()
+    source = write_zip(tmp_path / "dogImages.zip", files)
+    name = "dogImages/" + sorted(files)[-1]
+    flag_member(source, name, flags=flags, method=method)
+    assert main(["upload", str(source), DEST, "--create-bucket"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing uploaded, 1 files cannot be read" in err
+    assert f"  - {name!r}: {says}" in err
+    assert "Traceback" not in err
+    assert calls == []
+
+
 @pytest.mark.parametrize(
     ("name", "shown"),
     [

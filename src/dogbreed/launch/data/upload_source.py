@@ -93,6 +93,7 @@ def open_source(path: Path) -> Iterator[DataSource]:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
             kept = [i for i in infos if not stat.S_ISLNK(i.external_attr >> 16)]
+            refuse_unreadable_members(path, kept)
             entries = [(i.filename, None if i.is_dir() else i.file_size) for i in kept]
 
             def read(file: SourceFile) -> bytes:
@@ -104,6 +105,35 @@ def open_source(path: Path) -> Iterator[DataSource]:
         what = "is not a zip file" if path.exists() else "does not exist"
         raise LaunchError(
             f"{path} {what}: give dogImages.zip or a folder holding train/ valid/ test/"
+        )
+
+
+#: Compression methods Python's zipfile reads: stored, deflate, bzip2, LZMA.
+READABLE_COMPRESSION = (
+    zipfile.ZIP_STORED,
+    zipfile.ZIP_DEFLATED,
+    zipfile.ZIP_BZIP2,
+    zipfile.ZIP_LZMA,
+)
+
+
+def refuse_unreadable_members(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse, before any request, a zip whose files are encrypted or compressed in a way
+    zipfile cannot read (deflate64, AES...): each would fail mid-upload."""
+    problems = [
+        f"{info.filename!r}: "
+        + ("encrypted" if info.flag_bits & 0x1 else f"compression method {info.compress_type}")
+        for info in infos
+        if not info.is_dir()
+        and (info.flag_bits & 0x1 or info.compress_type not in READABLE_COMPRESSION)
+    ]
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise LaunchError(
+            f"{path}: nothing uploaded, {len(problems)} files cannot be read (re-create the zip "
+            f"without a password, compressed with deflate, or give the unzipped folder):\n"
+            f"{listed}{more}"
         )
 
 
