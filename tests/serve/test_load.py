@@ -3,8 +3,9 @@
 ``hey`` drives ``dogbreed-serve`` on 127.0.0.1: 8 clients, then 512 clients for 30 s, then 8 again
 (the 8-client throughput is the mean of both, so that a shared machine's drift does not skew the
 ratio), while a prober sends ``GET /ping`` every 0.5 s throughout. The server runs one worker (so
-all 512 connections land on one worker: the hardest case for /ping) with one torch thread (the
-load generator and the request threads share the other of this machine's 2 cores).
+all 512 connections land on one worker: the hardest case for /ping) with one compute thread (the
+load generator and the request threads share the other of this machine's 2 cores). Both runtimes:
+the torch server and the slim one (ONNX Runtime, int8).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import Server, jpeg_bytes, start_server
+from .conftest import SERVE_BIN, SLIM_SERVE_BIN, Server, jpeg_bytes, start_server
 from .load import HEY, HeyReport, PingProber, latency_summary, run_hey
 
 SPIKE_CLIENTS = 512
@@ -62,12 +63,20 @@ def describe(name: str, report: HeyReport, server_cores: float) -> str:
     )
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnx-int8"])
 def test_ping_stays_fast_and_invocations_are_answered_or_shed_under_512_clients(
-    model_dir: Path, tmp_path: Path
+    runtime: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     body = tmp_path / "photo.jpg"
     body.write_bytes(jpeg_bytes(3, size=(160, 120)))
-    server = start_server(model_dir, tmp_path, MODEL_SERVER_WORKERS="1", DOGBREED_TORCH_THREADS="1")
+    slim = runtime != "torch"
+    server = start_server(
+        request.getfixturevalue("onnx_model_dir" if slim else "model_dir"),
+        tmp_path,
+        serve_bin=SLIM_SERVE_BIN if slim else SERVE_BIN,
+        MODEL_SERVER_WORKERS="1",
+        DOGBREED_TORCH_THREADS="1",
+    )
     try:
         server.wait_ready()
         run_hey(f"{server.url}/invocations", body, BASE_CLIENTS, 2)  # warm-up

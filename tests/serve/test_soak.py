@@ -1,4 +1,6 @@
-"""A 2,000-request soak over keep-alive connections: every answer right, worker memory bounded."""
+"""A 2,000-request soak over keep-alive connections: every answer right, worker memory bounded.
+
+Both runtimes: the torch server and the slim one (ONNX Runtime, int8)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import base64
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from .conftest import Server, jpeg_bytes
@@ -16,7 +19,13 @@ CLIENTS = 4
 MAX_GROWTH_BYTES = 20 * 1024 * 1024
 
 
-def test_soak_2000_requests_keeps_memory_bounded(server: Server) -> None:
+@pytest.mark.parametrize("runtime", ["torch", "onnx-int8"])
+def test_soak_2000_requests_keeps_memory_bounded(
+    runtime: str, request: pytest.FixtureRequest
+) -> None:
+    server: Server = request.getfixturevalue(
+        "torch_server" if runtime == "torch" else "slim_server"
+    )
     images = [jpeg_bytes(seed, size=(64 + seed % 5 * 16, 48 + seed % 3 * 16)) for seed in range(16)]
     batch = json.dumps({"images": [base64.b64encode(i).decode() for i in images[:4]]}).encode()
     requests_ = [
