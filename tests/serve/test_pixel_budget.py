@@ -3,6 +3,7 @@
 On da1db7c (torch, 2 cores): 30 TIFFs of 40 MP in one JSON body took 7.8 s and were answered
 200; 30 PNGs of 40 MP (1.5 MB) 8.0 s, and a JPEG sent beside them waited as long; 200
 connections each holding a 6 MB body short by one byte raised a worker by 838 MiB, for good.
+On 1112485, 16 PNGs of 68 bytes claiming 8,000 x 5,000 raised a worker by 2,418 MiB (tcmalloc).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import io
 import json
 import socket
 import statistics
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +51,22 @@ def tiff_40mp() -> bytes:
 @pytest.fixture(scope="module")
 def png_40mp() -> bytes:
     return bilevel("PNG", optimize=True)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def truncated_png(width: int, height: int) -> bytes:
+    """A 68-byte PNG whose header claims ``width`` x ``height`` RGB pixels, with 10 of them."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 10)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def images_body(image: bytes, count: int) -> bytes:
@@ -197,3 +216,40 @@ def test_held_bodies_stay_within_the_budget(default_server: Server) -> None:
     assert peak <= bound and after <= bound
     assert server.post_jpeg(2).status_code == 200
     assert requests.get(f"{server.url}/ping", timeout=2).status_code == 200
+
+
+FAKE_PNGS = 16
+
+
+def test_truncated_large_pngs_do_not_keep_their_pixels(server: Server) -> None:
+    """A failed decode frees its pixels at once: an error may not carry them to the answer."""
+    fake = truncated_png(*BIG)
+    workers = {pid: psutil.Process(pid) for pid in server.worker_pids()}
+    baseline = {pid: w.memory_info().rss for pid, w in workers.items()}
+    peak = dict(baseline)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for pid, worker in workers.items():
+                peak[pid] = max(peak[pid], worker.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with ThreadPoolExecutor(FAKE_PNGS) as pool:
+        answers = list(pool.map(lambda _: post(server, fake, "image/png"), range(FAKE_PNGS)))
+    time.sleep(0.5)
+    done.set()
+    sampler.join(5)
+    # On CPU a worker decodes one image at a time (4 bytes a pixel in PIL), plus the usual slack.
+    bound = BIG[0] * BIG[1] * 4 + 128 * MIB
+    growth = {pid: peak[pid] - baseline[pid] for pid in workers}
+    print(
+        f"\n{FAKE_PNGS} x {len(fake)}-byte PNGs claiming {BIG[0]}x{BIG[1]}: worker RSS peak "
+        + ", ".join(f"+{g / MIB:.0f} MiB" for g in growth.values())
+        + f" (bound +{bound / MIB:.0f})"
+    )
+    assert {a.status_code for a in answers} == {400}
+    assert "truncated" in answers[0].json()["message"]
+    assert max(growth.values()) <= bound, growth

@@ -32,9 +32,11 @@ def start_tuned_server(
     log_dir: Path,
     python: str = sys.executable,
     open_files: int | None = None,
+    env: dict[str, str] | None = None,
     **tuned: float,
 ) -> Server:
-    """A real server, one worker, with ``tuned`` constants of :mod:`dogbreed.serve.tuning`."""
+    """A real server, one worker, with ``tuned`` constants of :mod:`dogbreed.serve.tuning` (and
+    ``env`` added to its environment)."""
     port = free_port()
     env = {
         **os.environ,
@@ -42,6 +44,7 @@ def start_tuned_server(
         "SM_MODEL_DIR": str(model_dir),
         "MODEL_SERVER_WORKERS": "1",
         "DOGBREED_MALLOC": "system",
+        **(env or {}),
     }
 
     def limit_open_files() -> None:

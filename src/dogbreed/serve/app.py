@@ -29,21 +29,35 @@ from dogbreed.artifact import load_spec
 from dogbreed.serve.admission import Overloaded
 from dogbreed.serve.batcher import BatcherStopped
 from dogbreed.serve.config import ConfigError, ServerSettings
-from dogbreed.serve.predictor import InputError, ModelOutputError, Predictor
+from dogbreed.serve.predictor import (
+    ImageData,
+    InputError,
+    ModelOutputError,
+    Predictor,
+    byte_count,
+)
 from dogbreed.serve.readiness import ReadyWorkers
+from dogbreed.serve.request_body import (
+    IMAGE_TYPES,
+    JSON,
+    JsonBodyTooLarge,
+    SpoolError,
+    read_into_memory,
+    spool,
+    spools,
+)
 from dogbreed.serve.runtime import load_runtime
 from dogbreed.serve.tuning import (
     DEFAULT_TOP_K,
     MAX_BATCH_WAIT_S,
     MAX_IMAGE_PIXELS,
     MAX_IMAGES_PER_REQUEST,
+    MAX_JSON_BODY_BYTES,
     MAX_REQUEST_PIXELS,
 )
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
-IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 #: Where a worker's app keeps its :class:`ModelState` (``app.extensions``), for gunicorn's hooks.
 MODEL_STATE = "dogbreed"
@@ -146,11 +160,20 @@ def images_from_json(body: bytes, max_images: int) -> tuple[list[bytes], list[st
 
 @dataclass(frozen=True)
 class Invocation:
-    """An /invocations request, validated: its images, their names for error messages, top_k."""
+    """An /invocations request, validated: its images (bytes, or a spooled raw body's file), their
+    names for error messages, top_k. A context manager: leaving it closes a spooled body."""
 
-    images: list[bytes]
+    images: list[ImageData]
     names: list[str]
     top_k: int
+
+    def __enter__(self) -> Invocation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for image in self.images:
+            if not isinstance(image, bytes):
+                image.close()
 
 
 def check_media_types(request: Request) -> None:
@@ -169,7 +192,11 @@ def check_media_types(request: Request) -> None:
 
 
 def parse_invocation(request: Request, max_payload_bytes: int, num_classes: int) -> Invocation:
-    """Validate an /invocations request and take its images out of the body, or raise why not."""
+    """Validate an /invocations request and take its images out of the body, or raise why not.
+
+    A large raw image body is spooled to a temporary file as it arrives (:mod:`.request_body`);
+    a JSON body is read into memory, up to ``MAX_JSON_BODY_BYTES``.
+    """
     check_media_types(request)
     top_k = parse_top_k(
         request.headers.get(CUSTOM_ATTRIBUTES),
@@ -177,14 +204,26 @@ def parse_invocation(request: Request, max_payload_bytes: int, num_classes: int)
         DEFAULT_TOP_K,
         num_classes,
     )
-    body = request.get_data(cache=False)
-    if len(body) > max_payload_bytes:
-        raise RequestEntityTooLarge()
-    if not body:
-        raise ApiError(400, "the request body is empty: send an image or a JSON document")
     if request.mimetype == JSON:
+        limit = min(max_payload_bytes, MAX_JSON_BODY_BYTES)
+        too_large = JsonBodyTooLarge if limit < max_payload_bytes else RequestEntityTooLarge
+        if (request.content_length or 0) > limit:
+            raise too_large()
+        body = read_into_memory(request.stream, limit)
+        if len(body) > limit:
+            raise too_large()
+        if not body:
+            raise ApiError(400, "the request body is empty: send an image or a JSON document")
         return Invocation(*images_from_json(body, MAX_IMAGES_PER_REQUEST), top_k)
-    return Invocation([body], ["image"], top_k)
+    if spools(request.content_type, request.content_length):
+        image: ImageData = spool(request.stream, max_payload_bytes)
+    else:
+        image = read_into_memory(request.stream, max_payload_bytes)
+        if len(image) > max_payload_bytes:
+            raise RequestEntityTooLarge()
+    if not byte_count(image):
+        raise ApiError(400, "the request body is empty: send an image or a JSON document")
+    return Invocation([image], ["image"], top_k)
 
 
 @dataclass(frozen=True)
@@ -232,6 +271,8 @@ ERROR_RULES: dict[type[Exception], ErrorRule] = {
         "the request body exceeds the {settings.max_payload_bytes:,}-byte limit "
         "(SAGEMAKER_MAX_PAYLOAD_IN_MB)",
     ),
+    JsonBodyTooLarge: ErrorRule(),
+    SpoolError: ErrorRule(retry_after="1", log=True),
     ModelLoading: ErrorRule(503, "the model is still loading", retry_after="1"),
     Overloaded: ErrorRule(503, retry_after="{exc.retry_after_s}"),
     FutureTimeout: ErrorRule(503, "inference did not finish within {settings.timeout_s}s", "1"),
@@ -403,8 +444,10 @@ def create_app(
     @app.post("/invocations")
     def invocations() -> Response:
         predictor = state.ready_predictor()
-        with predictor.announce_request():
-            call = parse_invocation(request, settings.max_payload_bytes, predictor.num_classes)
+        with (
+            predictor.announce_request(),
+            parse_invocation(request, settings.max_payload_bytes, predictor.num_classes) as call,
+        ):
             predictions = predictor.predict(call.images, call.top_k, call.names)
         return json_response({"predictions": [[p.as_dict() for p in row] for row in predictions]})
 

@@ -48,6 +48,18 @@ BODY_THREAD_SHARE = 0.25
 #: peaked at +441 MiB (glibc malloc: ~10.5 MiB per held 6 MB body), so 192 MiB: 27 such bodies.
 BODY_BUDGET_BYTES = 192 * 1024 * 1024
 BODY_READ_OVERHEAD_BYTES = 1024 * 1024
+#: A raw image body larger than this (or chunked) is written to a temporary file as it arrives
+#: (:mod:`.request_body`), not held: 4 raw 200 MB bodies at once (an asynchronous endpoint takes
+#: 1 GB) raised a worker by 1,013 MiB, 625 MiB never returned. Above real-time's 6 MB, so a
+#: real-time body never touches the disk.
+SPOOL_ABOVE_BYTES = 8 * 1024 * 1024
+#: Bytes of spooled bodies one worker keeps on disk at once (besides the free space TMPDIR must
+#: have): two of an asynchronous endpoint's largest, 1 GiB, payloads.
+SPOOL_BUDGET_BYTES = 2 * 1024 * 1024 * 1024
+#: A JSON body is parsed in memory (the document, its strings, the decoded images): at most batch
+#: transform's largest payload (MaxPayloadInMB <= 100). Only an asynchronous endpoint sends more,
+#: and a large image goes there raw (``dogbreed invoke`` does), where it spools.
+MAX_JSON_BODY_BYTES = 100 * 1024 * 1024
 #: Decoded pixels of one request's images together (a JPEG counted at the scale it decodes at):
 #: two of the largest images. 30 PNGs of 40 MP in one 1.5 MB body took 8 s to decode and held
 #: every request beside them as long.

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import selectors
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from typing import Any
@@ -20,6 +22,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from dogbreed.serve import tuning
 from dogbreed.serve.body_deadline import BodySocket
 from dogbreed.serve.error_pages import ErrorPageCapture, json_error_page, json_page_for
+from dogbreed.serve.request_body import SPOOL_CHUNK_BYTES, spools
 from dogbreed.serve.thread_pool import LifoThreadPool
 
 #: handle()'s answers besides gthread's: headers still incomplete (wait in the poller), and the
@@ -44,7 +47,8 @@ class PrestartedThreadWorker(ThreadWorker):
     - A body must arrive within max(``BODY_TIMEOUT_S``, size / ``BODY_MIN_BYTES_PER_S``) of the
       end of its head, else the app answers 408 and the connection closes.
     - Before a body is read: at most ``BODY_THREAD_SHARE`` of the threads wait for bodies still
-      arriving, and the bodies a worker holds stay within its byte budget; a request over either
+      arriving, the bodies a worker holds stay within its byte budget, and the bodies it spools
+      (:mod:`.request_body`) within its spool budget and TMPDIR's free space; a request over any
       gets 503 + ``Retry-After`` at once.
     """
 
@@ -53,6 +57,7 @@ class PrestartedThreadWorker(ThreadWorker):
         self._last_head_scan = 0.0
         self._budget_lock = threading.Lock()
         self._body_bytes = 0  # bytes reserved for bodies being read or held
+        self._spool_bytes = 0  # bytes reserved on disk for bodies being spooled
         self._body_waiters = 0  # threads waiting for a body still arriving
         super().init_process()
 
@@ -209,12 +214,8 @@ class PrestartedThreadWorker(ThreadWorker):
             return super().handle_request(req, conn)
         arrived = len(conn.parser.unreader.buf.getvalue())
         still_to_come = None if expected is None else max(0, expected - arrived)
-        body_size = size
-        # What reading it takes besides: a recv buffer of up to 1 MiB, while bytes are to come.
-        size += min(
-            tuning.BODY_READ_OVERHEAD_BYTES, size if still_to_come is None else still_to_come
-        )
-        refusal = self._reserve(size, waits=still_to_come != 0)
+        memory, disk = self._body_costs(req, expected, size, still_to_come)
+        refusal = self._reserve(memory, disk, waits=still_to_come != 0)
         if refusal is not None:
             return self._refuse(conn, 503, "Service Unavailable", refusal, retry_after=1)
         waiting = [still_to_come != 0]
@@ -229,7 +230,7 @@ class PrestartedThreadWorker(ThreadWorker):
         raw = unreader.sock
         seconds = tuning.BODY_TIMEOUT_S  # chunked: extended as bytes come (BodySocket)
         if expected is not None:
-            seconds = max(seconds, body_size / tuning.BODY_MIN_BYTES_PER_S)
+            seconds = max(seconds, size / tuning.BODY_MIN_BYTES_PER_S)
         body_socket = BodySocket(raw, time.monotonic() + seconds, still_to_come, body_in)
         unreader.sock = body_socket
         try:
@@ -238,22 +239,39 @@ class PrestartedThreadWorker(ThreadWorker):
             unreader.sock = raw
             body_socket.finish()
             with self._budget_lock:
-                self._body_bytes -= size
+                self._body_bytes -= memory
+                self._spool_bytes -= disk
         if body_socket.timed_out:
             self._close_on_thread(conn)
             return _CLOSED
         return keepalive
+
+    @staticmethod
+    def _body_costs(
+        req: Any, expected: int | None, size: int, still_to_come: int | None
+    ) -> tuple[int, int]:
+        """The memory and the disk (:mod:`.request_body`) reading a body of ``size`` takes."""
+        content_type = next((v for name, v in req.headers if name == "CONTENT-TYPE"), None)
+        if spools(content_type, expected):
+            overhead = tuning.BODY_READ_OVERHEAD_BYTES + SPOOL_CHUNK_BYTES
+            return tuning.SPOOL_ABOVE_BYTES + overhead, size
+        held = min(size, tuning.MAX_JSON_BODY_BYTES + 1)  # the most the app reads into memory
+        # What reading it takes besides: a recv buffer of up to 1 MiB, while bytes are to come.
+        overhead = tuning.BODY_READ_OVERHEAD_BYTES
+        return held + min(overhead, held if still_to_come is None else still_to_come), 0
 
     def _largest_body(self) -> int:
         """A chunked body's reservation: the most the app reads (its MAX_CONTENT_LENGTH)."""
         config = getattr(self.wsgi, "config", None) or {}
         return int(config.get("MAX_CONTENT_LENGTH") or tuning.BODY_BUDGET_BYTES)
 
-    def _reserve(self, size: int, waits: bool) -> str | None:
-        """Hold ``size`` bytes of the body budget (and a body-waiting thread if ``waits``), or
-        say why not."""
+    def _reserve(self, memory: int, disk: int, waits: bool) -> str | None:
+        """Hold ``memory`` bytes of the body budget, ``disk`` bytes of the spool budget (and a
+        body-waiting thread if ``waits``), or say why not."""
         budget = max(
-            tuning.BODY_BUDGET_BYTES, self._largest_body() + tuning.BODY_READ_OVERHEAD_BYTES
+            tuning.BODY_BUDGET_BYTES,
+            min(self._largest_body(), tuning.MAX_JSON_BODY_BYTES + 1)
+            + tuning.BODY_READ_OVERHEAD_BYTES,
         )
         waiters = max(1, int(self.cfg.threads * tuning.BODY_THREAD_SHARE))
         with self._budget_lock:
@@ -262,14 +280,39 @@ class PrestartedThreadWorker(ThreadWorker):
                     f"{self._body_waiters} requests are already waiting for their bodies, the "
                     "most this worker lets wait: retry later"
                 )
-            if self._body_bytes + size > budget:
+            if self._body_bytes + memory > budget:
                 return (
                     f"this worker holds {self._body_bytes:,} bytes of request bodies; "
-                    f"{size:,} more would exceed its {budget:,}-byte budget: retry later"
+                    f"{memory:,} more would exceed its {budget:,}-byte budget: retry later"
                 )
-            self._body_bytes += size
+            if disk:
+                refusal = self._spool_refusal(disk)
+                if refusal is not None:
+                    return refusal
+            self._body_bytes += memory
+            self._spool_bytes += disk
             if waits:
                 self._body_waiters += 1
+        return None
+
+    def _spool_refusal(self, disk: int) -> str | None:
+        """Why a body of ``disk`` bytes cannot be spooled now (None: it can)."""
+        if self._spool_bytes + disk > tuning.SPOOL_BUDGET_BYTES:
+            return (
+                f"this worker is spooling {self._spool_bytes:,} bytes of request bodies to disk; "
+                f"{disk:,} more would exceed its {tuning.SPOOL_BUDGET_BYTES:,}-byte spool budget: "
+                "retry later"
+            )
+        directory = tempfile.gettempdir()
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError as exc:
+            return f"cannot spool the request body to {directory} (TMPDIR): {exc}"
+        if self._spool_bytes + disk > free:
+            return (
+                f"{directory} (TMPDIR) has {free:,} bytes free, too few to spool this "
+                f"{disk:,}-byte body beside the {self._spool_bytes:,} bytes spooling: retry later"
+            )
         return None
 
     def _keepalive_after(self, conn: Any, keepalive: Any) -> Any:
