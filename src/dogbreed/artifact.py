@@ -265,6 +265,17 @@ def load_spec(model_dir: Path) -> ModelSpec:
     return ModelSpec.from_json(text, source=str(spec_path))
 
 
+def check_class_count(state: dict[str, torch.Tensor], spec: ModelSpec, weights: Path) -> None:
+    """The head's outputs must be as many as model.json's class names: one line naming both,
+    rather than load_state_dict's list of shapes."""
+    shape = getattr(state.get("fc.weight"), "shape", None)
+    if shape is not None and len(shape) == 2 and shape[0] != spec.num_classes:
+        raise ArtifactError(
+            f"{weights} does not match {SPEC_FILE}: it outputs {shape[0]} classes, but "
+            f"{SPEC_FILE} names {spec.num_classes} (the two come from different training jobs)"
+        )
+
+
 def load_artifact(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild the trained model in eval mode from a model directory or ``model.tar.gz``."""
     from dogbreed.model import WeightsError, build_model, load_state_dict_file
@@ -275,6 +286,7 @@ def load_artifact(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
         raise unreadable(model_dir / WEIGHTS_FILE, PermissionError(13, "Permission denied"))
     try:
         state = load_state_dict_file(model_dir / WEIGHTS_FILE)
+        check_class_count(state, spec, model_dir / WEIGHTS_FILE)
         model = build_model(spec.num_classes)
         model.load_state_dict(state)
     except (WeightsError, RuntimeError) as exc:
