@@ -24,7 +24,8 @@ from urllib.parse import quote
 import pytest
 
 from dogbreed.launch.cli.main import main
-from dogbreed.launch.training.preflight import check_image, trust_of, trusts_sagemaker
+from dogbreed.launch.training.preflight import check_image
+from dogbreed.launch.training.trust import trust_of
 
 from .conftest import (
     ROLE,
@@ -381,7 +382,7 @@ def test_fewer_rules_need_fewer_processing_instances(stub, capsys) -> None:
     ],
 )
 def test_trust_policies(policy, trusted) -> None:
-    assert trusts_sagemaker(policy) is trusted
+    assert (trust_of(policy) == "sagemaker") is trusted
 
 
 def test_train_refuses_before_create_training_job_when_the_role_does_not_trust_sagemaker(
@@ -503,7 +504,7 @@ ANYONE_IN_THE_ORG = {
 def test_every_form_of_principal_is_read(principal, trust) -> None:
     statement = {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}
     assert trust_of({"Statement": [statement]}) == trust
-    assert trusts_sagemaker({"Statement": statement}) is (trust == "sagemaker")
+    assert trust_of({"Statement": statement}) == trust  # a lone statement, not in a list
 
 
 def test_a_role_trusting_any_principal_under_a_condition_is_a_warning_not_a_crash(

@@ -146,7 +146,8 @@ def configure_preflight(parser: argparse.ArgumentParser) -> None:
 def run_preflight(args: argparse.Namespace) -> int:
     from dogbreed.launch.endpoints.async_endpoint import beside
     from dogbreed.launch.session import ROLE_ENV
-    from dogbreed.launch.training import preflight
+    from dogbreed.launch.training import preflight, quotas
+    from dogbreed.launch.training.checks import print_report
     from dogbreed.launch.training.debugger import rule_image_uri
 
     aws = connect(args)
@@ -163,13 +164,13 @@ def run_preflight(args: argparse.Namespace) -> int:
         buckets=[preflight.bucket_of(args.bucket)] if args.bucket else [],
         images=[("training image", args.train_image), ("serving image", args.serve_image)],
         quotas=[
-            *preflight.training_needs(
+            *quotas.training_needs(
                 args.instance_type, args.instance_count, args.max_parallel, spot=args.spot
             ),
-            *preflight.rule_needs(aws.region, rules, not args.no_debugger, not args.no_profiler),
-            preflight.QuotaNeed("endpoint", args.serve_instance_type, "endpoint", 1),
+            *quotas.rule_needs(aws.region, rules, not args.no_debugger, not args.no_profiler),
+            quotas.QuotaNeed("endpoint", args.serve_instance_type, "endpoint", 1),
         ],
         reads=[args.data, checkpoint, async_input],
         writes=[args.output, args.checkpoint_s3, debug_output, args.async_output],
     )
-    return preflight.print_report(preflight.run_checks(aws, target))
+    return print_report(preflight.run_checks(aws, target))

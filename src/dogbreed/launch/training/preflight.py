@@ -4,33 +4,32 @@
 cheap ones (:func:`require_ready`: the role, the buckets, the image, what the role may do with
 them) and their training instance quota just before they create a job.
 
-Service quotas are looked up by name, not code: codes differ per instance type and region, and
-AWS names them ``<instance type> for training job usage`` / ``for processing job usage`` /
-``for endpoint usage`` (the SageMaker quota list of the AWS General Reference,
-https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker). The code that a
-fix command needs comes from the same ``ListServiceQuotas`` answer. Managed spot training counts
-against its own quota, ``<instance type> for spot training job usage``.
-
-What the role may do with the run's buckets, images and keys is asked of IAM's policy simulator
-(:mod:`.permissions`). Besides OK, PROBLEM and SKIPPED, a check can be a WARNING: something that
-may stop a run but that preflight cannot settle (a bucket policy the simulator does not weigh);
-``train`` and ``tune`` refuse only on a PROBLEM.
+The findings are :class:`~.checks.Check` s; the role's trust policy is read by :mod:`.trust`, the
+service quotas looked up by :mod:`.quotas`, and what the role may do with the run's buckets,
+images and keys is asked of IAM's policy simulator (:mod:`.permissions`).
 """
 
 from __future__ import annotations
 
-import json
 import shlex
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from dogbreed.launch.errors import LaunchError
 from dogbreed.launch.session import ROLE_PATTERN, Aws
+from dogbreed.launch.training.checks import (
+    OK,
+    PROBLEM,
+    SKIPPED,
+    WARNING,
+    Check,
+    denied,
+    problems,
+    warnings,
+)
 from dogbreed.launch.training.permissions import (
     DENIED,
     ECR_IMAGE,
@@ -40,47 +39,13 @@ from dogbreed.launch.training.permissions import (
     assess,
     code_of,
 )
+from dogbreed.launch.training.quotas import QuotaNeed, check_quotas
+from dogbreed.launch.training.trust import SAGEMAKER_PRINCIPAL, trust_of, trust_policy
 
 if TYPE_CHECKING:
     from dogbreed.launch.training.spec import TrainingJobSpec
 
-OK, PROBLEM, SKIPPED, WARNING = "OK", "PROBLEM", "SKIPPED", "WARNING"
-SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
 PERMISSIONS = "role permissions"
-#: Where SageMaker runs a rule evaluation whose configuration names no InstanceType (ours name
-#: none): one processing job per rule, for as long as the training job runs. The instance type is
-#: the one users report (issue 10); SageMaker's API reference does not state this default.
-RULE_INSTANCE_TYPE = "ml.m5.xlarge"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One finding: OK, PROBLEM (with the fix), WARNING (what may stop a run, and why) or
-    SKIPPED (with why)."""
-
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
-
-    def lines(self) -> str:
-        text = f"{self.status:<8} {self.name}: {self.detail}"
-        return text + (f"\n         fix: {self.fix}" if self.fix else "")
-
-
-@dataclass(frozen=True)
-class QuotaNeed:
-    """How many instances of a type one step runs at once, under one Service Quotas name."""
-
-    check: str
-    instance_type: str
-    usage: str  # "training job", "spot training job", "processing job" or "endpoint"
-    count: int
-    alternative: str = ""  # another fix besides an increase
-
-    @property
-    def quota_name(self) -> str:
-        return f"{self.instance_type} for {self.usage} usage"
 
 
 @dataclass(frozen=True)
@@ -106,10 +71,6 @@ class Target:
         return Needs.of(self.role_arn, self.reads, self.writes, [uri for _, uri in self.images])
 
 
-def _denied(name: str, error: ClientError) -> Check:
-    return Check(name, SKIPPED, f"not allowed to look ({error.operation_name}: {code_of(error)})")
-
-
 def check_credentials(aws: Aws) -> Check:
     try:
         identity = aws.client("sts").get_caller_identity()
@@ -128,64 +89,6 @@ def check_credentials(aws: Aws) -> Check:
             "aws configure (new access keys), or aws sso login for an expired session",
         )
     return Check("credentials", OK, f"account {identity['Account']}, {identity['Arn']}")
-
-
-def _statements(document: Any) -> list[dict[str, Any]]:
-    if isinstance(document, str):
-        document = json.loads(unquote(document))
-    statements = document.get("Statement", [])
-    return [statements] if isinstance(statements, dict) else list(statements)
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _principals(statement: dict[str, Any]) -> dict[str, list[Any]]:
-    """A statement's Principal as ``{kind: [values]}``: ``"*"`` (any principal) is ``{"*": ["*"]}``;
-    a dict's values may be strings or lists."""
-    principal = statement.get("Principal") or {}
-    if isinstance(principal, str):
-        return {"*": ["*"]} if principal == "*" else {"AWS": [principal]}
-    if not isinstance(principal, dict):
-        return {}
-    return {str(kind): _as_list(values) for kind, values in principal.items()}
-
-
-def trust_of(document: Any) -> str:
-    """``"sagemaker"`` where a statement allows sts:AssumeRole to the SageMaker service,
-    ``"anyone"`` where one allows it to any principal (``"*"``; usually under a condition, which
-    decides whether SageMaker is let in), else ``"no"``."""
-    found = "no"
-    for statement in _statements(document):
-        actions = _as_list(statement.get("Action", []))
-        if statement.get("Effect") != "Allow" or not any(
-            a in ("sts:AssumeRole", "sts:*", "*") for a in actions
-        ):
-            continue
-        principals = _principals(statement)
-        if SAGEMAKER_PRINCIPAL in principals.get("Service", []):
-            return "sagemaker"
-        if "*" in principals.get("*", []) or "*" in principals.get("AWS", []):
-            found = "anyone"
-    return found
-
-
-def trusts_sagemaker(document: Any) -> bool:
-    """Whether a trust policy names SageMaker in an Allow of sts:AssumeRole."""
-    return trust_of(document) == "sagemaker"
-
-
-def trust_policy(account: str) -> str:
-    """The trust policy SageMaker needs, limited to jobs of ``account`` (``aws:SourceAccount``:
-    AWS's guard against the confused deputy problem)."""
-    statement = {
-        "Effect": "Allow",
-        "Principal": {"Service": SAGEMAKER_PRINCIPAL},
-        "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
-    }
-    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, separators=(",", ":"))
 
 
 def put_role_policy(role_name: str, needs: Needs) -> str:
@@ -233,7 +136,7 @@ def _role(aws: Aws, role_arn: str | None, needs: Needs | None) -> tuple[Check, b
         if code_of(error) == "NoSuchEntity":
             return Check("role", PROBLEM, f"{role_arn} does not exist", create), False
         if code_of(error) in DENIED:
-            return _denied("role", error), True  # the simulator may still answer
+            return denied("role", error), True  # the simulator may still answer
         raise
     if role["Arn"] != role_arn:
         return Check(
@@ -294,7 +197,7 @@ def check_bucket(aws: Aws, bucket: str) -> Check:
         location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
     except ClientError as error:
         if code_of(error) in DENIED:
-            return _denied(name, error)
+            return denied(name, error)
         raise
     region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
     if region != aws.region:
@@ -350,72 +253,9 @@ def check_image(aws: Aws, what: str, uri: str) -> Check:
             shown = tag or match["digest"]
             return Check(what, PROBLEM, f"{match['repository']} has no image {shown}", fix)
         if code in DENIED:
-            return _denied(what, error)
+            return denied(what, error)
         raise
     return Check(what, OK, f"{uri} is in ECR")
-
-
-def _quotas(pages: Iterable[dict[str, Any]], wanted: set[str]) -> dict[str, dict[str, Any]]:
-    return {q["QuotaName"]: q for page in pages for q in page["Quotas"] if q["QuotaName"] in wanted}
-
-
-def find_quotas(aws: Aws, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """SageMaker quotas by exact name: the applied value, else AWS's default.
-
-    ListServiceQuotas omits quotas whose applied value is not available; for those,
-    ListAWSDefaultServiceQuotas gives the default. Names found in neither are left out.
-    """
-    client = aws.client("service-quotas")
-    wanted = set(names)
-    found = _quotas(
-        client.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker"), wanted
-    )
-    if wanted - set(found):
-        defaults = client.get_paginator("list_aws_default_service_quotas")
-        found = _quotas(defaults.paginate(ServiceCode="sagemaker"), wanted - set(found)) | found
-    return found
-
-
-def check_quotas(aws: Aws, needs: Sequence[QuotaNeed]) -> list[Check]:
-    if not needs:
-        return []
-    try:
-        quotas = find_quotas(aws, {need.quota_name for need in needs})
-    except ClientError as error:
-        if code_of(error) in DENIED:
-            return [_denied(need.check, error) for need in needs]
-        raise
-    checks = []
-    for need in needs:
-        quota = quotas.get(need.quota_name)
-        if quota is None or "Value" not in quota:
-            checks.append(
-                Check(need.check, SKIPPED, f"no SageMaker quota named {need.quota_name!r} here")
-            )
-            continue
-        value = int(quota["Value"])
-        said = f"{need.quota_name!r} is {value}, needs {need.count}"
-        if value >= need.count:
-            checks.append(Check(need.check, OK, said))
-            continue
-        increase = (
-            "aws service-quotas request-service-quota-increase --service-code sagemaker "
-            f"--quota-code {quota['QuotaCode']} --desired-value {need.count} --region {aws.region} "
-            "(or Service Quotas console > AWS services > Amazon SageMaker > the quota > Request "
-            "increase)"
-        )
-        fix = increase + (f"; or {need.alternative}" if need.alternative else "")
-        checks.append(Check(need.check, PROBLEM, said, fix))
-    return checks
-
-
-def rule_evaluations(debug_request: dict[str, Any]) -> Counter[str]:
-    """Processing instances a training request's rules run on, by type (one per rule)."""
-    rules = [
-        *debug_request.get("DebugRuleConfigurations", []),
-        *debug_request.get("ProfilerRuleConfigurations", []),
-    ]
-    return Counter(rule.get("InstanceType", RULE_INSTANCE_TYPE) for rule in rules)
 
 
 def check_permissions(aws: Aws, role_arn: str, needs: Needs) -> list[Check]:
@@ -497,14 +337,6 @@ def cheap_checks(aws: Aws, target: Target) -> list[Check]:
     return checks
 
 
-def problems(checks: Iterable[Check]) -> list[Check]:
-    return [c for c in checks if c.status == PROBLEM]
-
-
-def warnings(checks: Iterable[Check]) -> list[Check]:
-    return [c for c in checks if c.status == WARNING]
-
-
 def checkpoint_of(spec: TrainingJobSpec) -> str | None:
     """Where the job keeps checkpoints: ``--checkpoint-s3``, or with spot ``<output>/<job>/...``
     (as :func:`~dogbreed.launch.training.jobs.training_job_request` sends it)."""
@@ -548,55 +380,3 @@ def require_ready(aws: Aws, spec: TrainingJobSpec, parallel: int | None = None) 
             + "\n".join(c.lines() for c in found)
         )
     return warnings(checks)
-
-
-def training_needs(
-    instance_type: str, count: int, max_parallel: int, spot: bool = False
-) -> list[QuotaNeed]:
-    """``train``'s instances, and tune's: every parallel trial's instances count (AWS's automatic
-    model tuning limits page: each concurrent training instance counts against the training
-    instance quota). Managed spot training counts against the spot quota of the type."""
-    usage = "spot training job" if spot else "training job"
-    return [
-        QuotaNeed("training", instance_type, usage, count),
-        QuotaNeed(
-            f"tuning ({max_parallel} parallel trials)",
-            instance_type,
-            usage,
-            max_parallel * count,
-            "tune with fewer parallel trials (--max-parallel)",
-        ),
-    ]
-
-
-def rule_needs(region: str, rules: Sequence[str], tensors: bool, profiler: bool) -> list[QuotaNeed]:
-    """The processing instances ``train``'s rules would take (none where there is no rule image)."""
-    from dogbreed.launch.training.debugger import DebuggerSettings, debugger_request, rule_image_uri
-
-    if not (tensors or profiler) or rule_image_uri(region) is None:
-        return []
-    settings = DebuggerSettings("s3://preflight/", tensors=tensors, rules=rules, profiler=profiler)
-    return [
-        QuotaNeed(
-            f"rule evaluations ({count} processing jobs)",
-            instance_type,
-            "processing job",
-            count,
-            "train with fewer rules (--rules A,B) or without them (--no-debugger --no-profiler)",
-        )
-        for instance_type, count in rule_evaluations(debugger_request(settings, region)).items()
-    ]
-
-
-def print_report(checks: Sequence[Check], out: Callable[[str], None] = print) -> int:
-    """Print each check; 1 if any is a PROBLEM (warnings do not fail it)."""
-    for check in checks:
-        out(check.lines())
-    found, warned = len(problems(checks)), len(warnings(checks))
-    also = f"; {warned} warning(s) to read" if warned else ""
-    out(
-        f"{found} problem(s): fix them before a run{also}"
-        if found
-        else f"ready: nothing to fix{also}"
-    )
-    return 1 if found else 0
