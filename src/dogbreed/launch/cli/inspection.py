@@ -164,8 +164,9 @@ def run_preflight(args: argparse.Namespace) -> int:
         buckets=[preflight.bucket_of(args.bucket)] if args.bucket else [],
         images=[("training image", args.train_image), ("serving image", args.serve_image)],
         quotas=[
-            *quotas.training_needs(
-                args.instance_type, args.instance_count, args.max_parallel, spot=args.spot
+            quotas.training_need(args.instance_type, args.instance_count, args.spot),
+            quotas.training_need(
+                args.instance_type, args.instance_count, args.spot, args.max_parallel
             ),
             *quotas.rule_needs(aws.region, rules, not args.no_debugger, not args.no_profiler),
             quotas.QuotaNeed("endpoint", args.serve_instance_type, "endpoint", 1),

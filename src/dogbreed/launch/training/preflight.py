@@ -39,7 +39,7 @@ from dogbreed.launch.training.permissions import (
     assess,
     code_of,
 )
-from dogbreed.launch.training.quotas import QuotaNeed, check_quotas
+from dogbreed.launch.training.quotas import QuotaNeed, check_quotas, training_need
 from dogbreed.launch.training.trust import SAGEMAKER_PRINCIPAL, trust_of, trust_policy
 
 if TYPE_CHECKING:
@@ -354,17 +354,7 @@ def require_ready(aws: Aws, spec: TrainingJobSpec, parallel: int | None = None) 
         return []
     debug_output = spec.debugger.s3_output if spec.debugger else None
     checkpoint = checkpoint_of(spec)
-    usage = "spot training job" if spec.spot else "training job"
-    if parallel is None:
-        quota = QuotaNeed("training", spec.instance_type, usage, spec.instance_count)
-    else:
-        quota = QuotaNeed(
-            f"tuning ({parallel} parallel trials)",
-            spec.instance_type,
-            usage,
-            parallel * spec.instance_count,
-            "tune with fewer parallel trials (--max-parallel)",
-        )
+    quota = training_need(spec.instance_type, spec.instance_count, spec.spot, parallel)
     target = Target(
         role_arn=spec.role_arn,
         images=[("training image", spec.image_uri)],

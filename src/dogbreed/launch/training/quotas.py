@@ -106,23 +106,23 @@ def rule_evaluations(debug_request: dict[str, Any]) -> Counter[str]:
     return Counter(rule.get("InstanceType", RULE_INSTANCE_TYPE) for rule in rules)
 
 
-def training_needs(
-    instance_type: str, count: int, max_parallel: int, spot: bool = False
-) -> list[QuotaNeed]:
-    """``train``'s instances, and tune's: every parallel trial's instances count (AWS's automatic
-    model tuning limits page: each concurrent training instance counts against the training
-    instance quota). Managed spot training counts against the spot quota of the type."""
+def training_need(
+    instance_type: str, count: int, spot: bool = False, parallel: int | None = None
+) -> QuotaNeed:
+    """``train``'s instances, or (with ``parallel``) tune's: every parallel trial's instances count
+    (AWS's automatic model tuning limits page: each concurrent training instance counts against
+    the training instance quota). Managed spot training counts against the spot quota of the
+    type."""
     usage = "spot training job" if spot else "training job"
-    return [
-        QuotaNeed("training", instance_type, usage, count),
-        QuotaNeed(
-            f"tuning ({max_parallel} parallel trials)",
-            instance_type,
-            usage,
-            max_parallel * count,
-            "tune with fewer parallel trials (--max-parallel)",
-        ),
-    ]
+    if parallel is None:
+        return QuotaNeed("training", instance_type, usage, count)
+    return QuotaNeed(
+        f"tuning ({parallel} parallel trials)",
+        instance_type,
+        usage,
+        parallel * count,
+        "tune with fewer parallel trials (--max-parallel)",
+    )
 
 
 def rule_needs(region: str, rules: Sequence[str], tensors: bool, profiler: bool) -> list[QuotaNeed]:
