@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dogbreed import metrics
 from dogbreed.artifact import ModelSpec, save_artifact
+from dogbreed.atomic import DiskFullError
 from dogbreed.export.common import ExportError
 from dogbreed.export.process import export_environment, export_trained_model
 from dogbreed.hyperparams import HyperparameterError, Hyperparameters, parse_hyperparameters
@@ -397,12 +398,22 @@ def out_of_memory_advice(exc: StepOutOfMemory, hp: Hyperparameters, world: World
     )
 
 
+#: Where a training job's disk space comes from (the SageMaker docs' ResourceConfig.VolumeSizeInGB).
+VOLUME_ADVICE = (
+    "On SageMaker the training data (File mode), checkpoints, model and output share the "
+    "instance's storage volume: raise its size (dogbreed's --volume-gb, the SDK's volume_size); "
+    "instances with NVMe storage (ml.g4dn, ml.g5, ml.p4d) have a fixed size: pick a larger one"
+)
+
+
 def failure_message(exc: BaseException, hp: Hyperparameters | None, world: World) -> str | None:
     """The cause and fix of a failure we recognise, or None for an unexpected one."""
     if isinstance(
         exc, (HyperparameterError, DataError, WeightsError, CheckpointError, ExportError)
     ):
         return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, DiskFullError):
+        return f"DiskFull: {exc}. {VOLUME_ADVICE}"
     if isinstance(exc, StepOutOfMemory) and hp is not None:
         return f"OutOfMemory: {out_of_memory_advice(exc, hp, world)}"
     if isinstance(exc, (LoaderError, PeerError)):
