@@ -20,8 +20,11 @@ from dogbreed.atomic import DiskFullError, write_atomically
 
 
 @pytest.fixture
-def small_disk() -> Iterator[Callable[[Path, str], Path]]:
-    """``mount(path, size)``: a tmpfs of ``size`` (tmpfs syntax: "2m") at ``path``."""
+def small_disk(tmp_path: Path) -> Iterator[Callable[[Path, str], Path]]:
+    """``mount(path, size)``: a tmpfs of ``size`` (tmpfs syntax: "2m") at ``path``.
+
+    It asks for tmp_path so that it unmounts before tmp_path's folder is removed.
+    """
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     mounted: list[Path] = []
@@ -40,7 +43,8 @@ def small_disk() -> Iterator[Callable[[Path, str], Path]]:
 
     yield mount
     for path in reversed(mounted):
-        subprocess.run(["umount", str(path)], capture_output=True, timeout=30, check=False)
+        # --lazy: a failed write's exception can still hold its file open
+        subprocess.run(["umount", "--lazy", str(path)], capture_output=True, timeout=30, check=True)
 
 
 def test_text_that_does_not_fit_names_the_disk_and_keeps_the_old_file(
